@@ -1,0 +1,111 @@
+/* Configuration: defaults, one JSON file, then VOXGATE_* environment
+ * overrides for every scalar. Unknown fields are errors. Secrets never
+ * live in the file: it names the environment variables that hold them. */
+#ifndef VOXGATE_CONFIG_H
+#define VOXGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "voxgate/log.h"
+
+#define VG_CONF_STR 256
+#define VG_MAX_PROVIDERS 64
+
+typedef struct vg_provider_conf {
+    char name[65];           /* identifier rule */
+    uint32_t cache_epoch;    /* part of every cache key of this provider */
+} vg_provider_conf;
+
+typedef struct vg_config {
+    char listen[VG_CONF_STR];        /* "127.0.0.1:8080"; "[::1]:8080" for IPv6 */
+    char data_dir[VG_CONF_STR];      /* "./voxgate-data" */
+    vg_log_level log_level;          /* "info" */
+    uint32_t threads;                /* 0 = one per core */
+    uint32_t shutdown_timeout_ms;    /* 10000 */
+    char api_keys_env[VG_CONF_STR];  /* "VOXGATE_API_KEYS" (comma separated keys) */
+    char admin_keys_env[VG_CONF_STR];/* "VOXGATE_ADMIN_KEYS" */
+    bool metrics_public;             /* false */
+
+    struct {
+        uint64_t max_body_bytes;        /* 26214400 (25 MiB) */
+        uint32_t max_tts_chars;         /* 5000 */
+        uint32_t max_header_bytes;      /* 16384: all request headers together */
+        uint32_t max_url_bytes;         /* 8192 */
+        uint32_t max_connections;       /* 1024 */
+        uint32_t max_connections_per_ip;/* 0 = unlimited */
+        uint32_t idle_timeout_s;        /* 30 */
+    } limits;
+
+    struct {
+        char prefix[65];                /* "voxgate" (identifier rule) */
+        uint64_t stt_ttl_s;             /* 86400 */
+        uint64_t tts_ttl_s;             /* 604800 */
+        uint64_t max_ttl_s;             /* 2592000 (30 days) */
+        uint32_t batch_max_items;       /* 100 */
+        struct {
+            uint64_t max_bytes;         /* 67108864 (64 MiB) */
+            uint32_t max_entries;       /* 100000 */
+            uint32_t shards;            /* 16 */
+            uint64_t max_item_bytes;    /* 1048576 */
+        } l1;
+        struct {
+            uint64_t max_bytes;         /* 1073741824 (1 GiB) */
+            uint32_t sweep_interval_s;  /* 60 */
+            char sync[8];               /* "meta": full | meta | none */
+        } lmdb;
+    } cache;
+
+    vg_provider_conf providers[VG_MAX_PROVIDERS];
+    size_t n_providers;
+
+    /* Resolved at load time from the environment variables named above;
+     * each is a malloc'd array of malloc'd strings. Never logged. */
+    char **api_keys;
+    size_t n_api_keys;
+    char **admin_keys;
+    size_t n_admin_keys;
+} vg_config;
+
+/* Fill cfg with defaults. */
+void vg_config_defaults(vg_config *cfg);
+
+/* Apply a JSON document over cfg. On error returns -1 and writes a
+ * message that starts with the field path: "cache.l1.max_bytes: expected
+ * integer", "limits.bogus: unknown field", "(root): invalid JSON at line 3". */
+int vg_config_apply_json(vg_config *cfg, const char *json, size_t len, char *err, size_t errlen);
+int vg_config_apply_file(vg_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Apply VOXGATE_<PATH> overrides (path upper-cased, '.' -> '_'), e.g.
+ * VOXGATE_LISTEN, VOXGATE_CACHE_L1_MAX_BYTES,
+ * VOXGATE_PROVIDERS_OPENAI_CACHE_EPOCH (providers already in the file).
+ * getenv_fn lets tests supply an environment; NULL means getenv. Errors
+ * name the variable. */
+int vg_config_apply_env(vg_config *cfg, const char *(*getenv_fn)(const char *), char *err,
+                        size_t errlen);
+
+/* Cross-field checks (ttl <= max_ttl, listen parses, ...), then read the
+ * key lists from the environment. */
+int vg_config_finish(vg_config *cfg, const char *(*getenv_fn)(const char *), char *err,
+                     size_t errlen);
+
+/* defaults -> file (when path != NULL) -> env -> finish. */
+int vg_config_load(vg_config *cfg, const char *path, char *err, size_t errlen);
+
+/* The effective configuration as JSON (secrets never included). */
+char *vg_config_to_json(const vg_config *cfg);
+
+/* The documented list of every option: path, env name, type, default,
+ * description; one line each (for --help-config and the README). */
+char *vg_config_describe(void);
+
+void vg_config_free(vg_config *cfg);
+
+/* cache_epoch of a provider, 0 when it is not configured. */
+uint32_t vg_config_cache_epoch(const vg_config *cfg, const char *provider);
+
+/* Split "host:port" / "[v6]:port" into parts; false when malformed. */
+bool vg_config_parse_listen(const char *listen, char *host, size_t hostlen, uint16_t *port);
+
+#endif
