@@ -201,7 +201,7 @@ void vg_buf_free(vg_buf *b)
 bool vg_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)
 {
     const volatile unsigned char *x = a, *y = b;
-    unsigned diff = (unsigned)(alen ^ blen);
+    unsigned diff = alen != blen;
     for (size_t i = 0; i < blen; i++)
         diff |= (unsigned)(y[i] ^ (i < alen ? x[i] : 0u));
     return diff == 0;

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "voxgate/util.h"
+
 #define VG_REQID_MAX 128
 
 /* ---- request ids (src/http/reqid.c) ---- */
@@ -17,5 +19,116 @@ bool vg_reqid_valid(const char *s, size_t len);
 /* A fresh id: 32 lowercase hex chars (128 random bits from a per-thread
  * generator seeded by getrandom), NUL-terminated. */
 void vg_reqid_generate(char out[33]);
+
+/* ---- methods and routes (src/http/router.c) ---- */
+
+typedef enum {
+    VG_M_GET = 1u << 0,
+    VG_M_HEAD = 1u << 1,
+    VG_M_POST = 1u << 2,
+    VG_M_PUT = 1u << 3,
+    VG_M_DELETE = 1u << 4,
+    VG_M_PATCH = 1u << 5,
+    VG_M_OPTIONS = 1u << 6,
+    VG_M_OTHER = 1u << 7,
+} vg_method;
+
+unsigned vg_method_parse(const char *m);
+const char *vg_method_name(unsigned m);
+/* "GET, HEAD, PUT" in a fixed order; returns the length written. */
+size_t vg_methods_format(unsigned mask, char *out, size_t cap);
+
+typedef enum {
+    VG_AUTH_OPEN = 0,    /* /health, /ready */
+    VG_AUTH_API = 1,     /* everything under /v1: an api or admin key when keys are set */
+    VG_AUTH_METRICS = 2, /* /stats, /metrics: admin unless metrics_public */
+} vg_auth;
+
+typedef struct vg_req vg_req;
+typedef void (*vg_handler)(vg_req *r);
+
+/* One row of the route table. A path may have several rows with
+ * different methods; the router answers 405 with Allow = their union. */
+typedef struct vg_route {
+    unsigned methods;
+    const char *pattern;     /* "/v1/cache/stt", "/v1/breakers/{provider}", "/v1/files/{key+}" */
+    vg_handler handler;
+    vg_auth auth;
+    unsigned admin_methods;  /* methods that need an admin key */
+    const char *query;       /* allowed query names, space separated; NULL = none */
+    const char *body_ctype;  /* media type a body must have (415 otherwise); NULL = any */
+} vg_route;
+
+#define VG_ROUTE_MAX_PARAMS 4
+
+typedef struct vg_route_match {
+    const vg_route *route;   /* NULL when no row has this method */
+    unsigned allow;          /* methods of every row whose pattern matches; 0 = unknown path */
+    size_t nparams;
+    struct {
+        const char *p;
+        size_t n;
+    } params[VG_ROUTE_MAX_PARAMS];
+} vg_route_match;
+
+/* Match path (no query string) against the table. {name} matches one
+ * non-empty segment, {name+} one or more segments to the end. */
+void vg_router_match(const vg_route *routes, size_t n, unsigned method, const char *path,
+                     vg_route_match *m);
+/* True when name is listed in the space-separated list. */
+bool vg_route_query_allowed(const char *list, const char *name);
+
+/* ---- requests and replies (src/http/server.c) ---- */
+
+struct vg_app;
+
+typedef struct vg_header {
+    const char *name;
+    const char *value;
+} vg_header;
+
+const char *vg_req_id(const vg_req *r);
+unsigned vg_req_method(const vg_req *r);
+const char *vg_req_path(const vg_req *r);
+struct vg_app *vg_req_app(const vg_req *r);
+const char *vg_req_query(vg_req *r, const char *name);
+const char *vg_req_header(vg_req *r, const char *name);
+/* Path parameter i (of the route pattern); NULL when absent. */
+const char *vg_req_param(const vg_req *r, size_t i, size_t *len);
+/* The whole body; never NULL (empty string when there is none). */
+const char *vg_req_body(const vg_req *r, size_t *len);
+bool vg_req_has_body(const vg_req *r);
+bool vg_req_is_admin(const vg_req *r);
+/* Log fields for the access line. Values must outlive the request
+ * (string literals or app-lifetime strings). */
+void vg_req_set_cache(vg_req *r, const char *tag);
+void vg_req_set_provider(vg_req *r, const char *provider);
+
+/* Exactly one reply per request. The body is copied unless noted. */
+void vg_reply(vg_req *r, unsigned status, const char *ctype, const void *body, size_t len,
+              const vg_header *hdrs, size_t nh);
+/* Takes ownership of the buffer's memory (no copy). */
+void vg_reply_buf(vg_req *r, unsigned status, const char *ctype, vg_buf *body,
+                  const vg_header *hdrs, size_t nh);
+/* Zero copy: data stays owned by the caller until release(cls) runs. */
+void vg_reply_ref(vg_req *r, unsigned status, const char *ctype, const void *data, size_t len,
+                  void (*release)(void *cls), void *cls, const vg_header *hdrs, size_t nh);
+/* {"error":{"code","message","request_id"}} with the given status. */
+void vg_reply_error(vg_req *r, unsigned status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void vg_reply_error_h(vg_req *r, unsigned status, const char *code, const vg_header *hdrs,
+                      size_t nh, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* ---- server lifecycle ---- */
+
+int vg_http_start(struct vg_app *app, const vg_route *routes, size_t nroutes, char *err,
+                  size_t errlen);
+/* Stop accepting new connections; in-flight requests continue. */
+void vg_http_quiesce(void);
+/* Wait until no request is in flight or timeout_ms passes; true when idle. */
+bool vg_http_wait_idle(unsigned timeout_ms);
+void vg_http_stop(void);
+/* The port actually bound (useful with port 0). */
+uint16_t vg_http_port(void);
 
 #endif

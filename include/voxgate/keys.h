@@ -53,7 +53,12 @@ bool vg_key_has_provider_prefix(const char *key, size_t klen, const char *pfx, s
 /* Canonical hash of named parameters plus a payload: names sorted
  * bytewise, each "name" and "value" length-prefixed, then the payload.
  * Used by the gateway so that requests differing in any output-affecting
- * parameter get different hashes. NULL values are skipped (absent). */
+ * parameter get different hashes. NULL values are skipped (absent).
+ * Hashed bytes: domain and its NUL; then per parameter, in name order,
+ * u32 big-endian length + name + u32 big-endian length + value; then u64
+ * big-endian payload length + payload. The caller's array is not
+ * reordered. Returns 0, or -1 on a NULL name, a duplicate name (even
+ * with a NULL value) or a bad argument. */
 typedef struct vg_param {
     const char *name;
     const char *value;

@@ -1,0 +1,41 @@
+/* Cache entry codecs (SPEC §4). An STT entry is JSON with the result
+ * kept byte-for-byte as the caller gave it; a TTS entry is JSON metadata
+ * pointing at the audio in blob storage. Decoders treat anything not
+ * written by the encoders as corrupt, so bad data is a miss, never a
+ * wrong answer. */
+#ifndef VOXGATE_ENTRY_H
+#define VOXGATE_ENTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "voxgate/util.h"
+
+/* {"provider":"..","language":"..","created_at":"<rfc3339>","result":<raw>} */
+int vg_stt_entry_encode(vg_buf *out, const char *provider, const char *language,
+                        uint64_t created_ms, const char *result, size_t rlen);
+/* VG_OK with *result pointing into val, or VG_ECORRUPT. */
+int vg_stt_entry_decode(const char *val, size_t vlen, const char **result, size_t *rlen,
+                        uint64_t *created_ms);
+
+typedef struct vg_tts_meta {
+    char content_type[96];
+    uint64_t size;
+    char sha256[65];
+    char blob[256];
+    uint64_t created_ms;
+} vg_tts_meta;
+
+int vg_tts_meta_encode(vg_buf *out, const vg_tts_meta *m, const char *provider,
+                       const char *language, const char *voice);
+int vg_tts_meta_decode(const char *val, size_t vlen, vg_tts_meta *m);
+
+/* Strict "YYYY-MM-DDTHH:MM:SS.mmmZ" -> ms since the epoch. */
+int vg_parse_rfc3339_ms(const char *s, uint64_t *ms);
+
+/* A media type we accept for stored audio: type/subtype of token chars,
+ * optional parameters, at most 95 bytes. */
+bool vg_content_type_valid(const char *ct);
+
+#endif

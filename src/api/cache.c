@@ -1,0 +1,928 @@
+/* The cache-aside API (SPEC §5, first block): applications that call
+ * providers themselves store and fetch results here. Reads go L1 then
+ * L2 (kv); writes go L2 then L1, so L1 never holds what L2 refused. TTS
+ * audio goes to the blob store before its metadata goes to kv, so no
+ * entry ever points at missing audio. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "voxgate/entry.h"
+#include "voxgate/keys.h"
+#include "voxgate/log.h"
+
+#define HIT_L1 {"X-Cache", "HIT"}, {"X-Cache-Tier", "l1"}
+#define HIT_L2 {"X-Cache", "HIT"}, {"X-Cache-Tier", "l2"}
+
+/* A parsed, validated cache-aside key plus the request's TTL. */
+typedef struct cache_key {
+    vg_key_parts parts;
+    char hash[VG_SHA256_HEX + 1];
+    char key[VG_KEY_MAX];
+    size_t klen;
+    uint64_t ttl_ms;
+} cache_key;
+
+/* ---- key parsing, shared by the query API and batch items ---- */
+
+/* Where key fields come from: the query string or a batch item. */
+typedef const char *(*field_fn)(void *src, const char *name);
+/* Returned by a field_fn for a present field of the wrong JSON type. */
+static const char bad_type[] = "";
+
+typedef struct key_err {
+    unsigned status;
+    const char *code;
+    char msg[160];
+} key_err;
+
+static bool fail(key_err *e, const char *code, const char *fmt, const char *arg)
+{
+    e->status = 400;
+    e->code = code;
+    snprintf(e->msg, sizeof e->msg, fmt, arg);
+    return false;
+}
+
+static bool ident_field(key_err *e, const char *name, const char *v, bool required)
+{
+    if (v == bad_type)
+        return fail(e, "invalid_parameter", "%s must be a string", name);
+    if (!v)
+        return required ? fail(e, "missing_parameter", "%s is required", name) : true;
+    if (!vg_ident_valid(v))
+        return fail(e, "invalid_parameter", "%s must match [A-Za-z0-9_.-]{1,64}", name);
+    return true;
+}
+
+static bool hash_field(key_err *e, const char *name, const char *v, char out[VG_SHA256_HEX + 1])
+{
+    if (v == bad_type)
+        return fail(e, "invalid_hash", "%s must be a string", name);
+    if (!v)
+        return fail(e, "missing_parameter", "%s is required", name);
+    if (!vg_hash_valid(v))
+        return fail(e, "invalid_hash", "%s must be 64 hex digits (SHA-256)", name);
+    vg_hash_normalize(v, out);
+    return true;
+}
+
+/* Count UTF-8 code points; -1 when the text is not valid UTF-8. */
+static long utf8_chars(const char *s)
+{
+    long n = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t len = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3
+                   : (*p & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0)
+            return -1;
+        for (size_t i = 1; i < len; i++)
+            if ((p[i] & 0xC0) != 0x80)
+                return -1;
+        p += len;
+        n++;
+    }
+    return n;
+}
+
+static bool text_hash_field(vg_app *app, field_fn get, void *src, key_err *e,
+                            char out[VG_SHA256_HEX + 1])
+{
+    const char *th = get(src, "text_hash"), *text = get(src, "text");
+    if (th && text)
+        return fail(e, "invalid_parameter", "give text or text_hash, not both%s", "");
+    if (!text)
+        return hash_field(e, "text_hash", th, out);
+    long n = text == bad_type ? -1 : utf8_chars(text);
+    if (n <= 0)
+        return fail(e, "invalid_parameter", "text must be non-empty UTF-8%s", "");
+    if ((uint64_t)n > app->cfg->limits.max_tts_chars) {
+        char lim[24];
+        snprintf(lim, sizeof lim, "%u", app->cfg->limits.max_tts_chars);
+        return fail(e, "text_too_long", "text is over %s characters", lim);
+    }
+    vg_sha256_hex(text, strlen(text), out);
+    return true;
+}
+
+static bool ttl_field(vg_app *app, const char *v, bool allowed, uint64_t default_s,
+                      uint64_t *ttl_ms, key_err *e)
+{
+    uint64_t s = default_s;
+    char max[24];
+    snprintf(max, sizeof max, "%llu", (unsigned long long)app->cfg->cache.max_ttl_s);
+    if (v && !allowed)
+        return fail(e, "invalid_parameter", "ttl_s applies to writes only%s", "");
+    if (v && (v == bad_type || !vg_parse_u64(v, &s) || s == 0 || s > app->cfg->cache.max_ttl_s))
+        return fail(e, "invalid_ttl", "ttl_s must be an integer from 1 to %s", max);
+    *ttl_ms = s * 1000u;
+    return true;
+}
+
+static bool parse_key(vg_app *app, vg_kind kind, field_fn get, void *src, bool write,
+                      cache_key *k, key_err *e)
+{
+    const vg_config *cfg = app->cfg;
+    vg_key_parts *p = &k->parts;
+    *p = (vg_key_parts){.kind = kind};
+    p->provider = get(src, "provider");
+    p->language = get(src, "language");
+    p->format = get(src, "format");
+    if (!ident_field(e, "provider", p->provider, true) ||
+        !ident_field(e, "language", p->language, true) ||
+        !ident_field(e, "format", p->format, false))
+        return false;
+    if (kind == VG_KIND_TTS) {
+        p->voice = get(src, "voice");
+        if (!ident_field(e, "voice", p->voice, true) ||
+            !text_hash_field(app, get, src, e, k->hash))
+            return false;
+    } else if (!hash_field(e, "audio_hash", get(src, "audio_hash"), k->hash)) {
+        return false;
+    }
+    if (!ttl_field(app, get(src, "ttl_s"), write,
+                   kind == VG_KIND_TTS ? cfg->cache.tts_ttl_s : cfg->cache.stt_ttl_s,
+                   &k->ttl_ms, e))
+        return false;
+    p->hash = k->hash;
+    p->epoch = vg_config_cache_epoch(cfg, p->provider);
+    int n = vg_key_build(cfg->cache.prefix, p, k->key, sizeof k->key);
+    if (n < 0)
+        return fail(e, "invalid_parameter", "cannot build a cache key from these fields%s", "");
+    k->klen = (size_t)n;
+    return true;
+}
+
+static const char *query_field(void *src, const char *name) { return vg_req_query(src, name); }
+
+/* Parse the key from the query string; replies and returns false on error. */
+static bool query_key(vg_req *r, vg_kind kind, cache_key *k)
+{
+    key_err e;
+    if (parse_key(vg_req_app(r), kind, query_field, r, vg_req_method(r) == VG_M_PUT, k, &e))
+        return true;
+    vg_reply_error(r, e.status, e.code, "%s", e.msg);
+    return false;
+}
+
+/* ---- tier access with metrics ---- */
+
+static vg_l1_item *l1_lookup(vg_app *app, const cache_key *k)
+{
+    uint64_t t0 = vg_mono_ns();
+    vg_l1_item *it = vg_l1_get(app->l1, k->key, k->klen);
+    vg_hist_observe_us(&app->m.l1.get_us, (vg_mono_ns() - t0) / 1000u);
+    vg_counter_inc(it ? &app->m.l1.hits : &app->m.l1.misses);
+    return it;
+}
+
+/* VG_OK, VG_NOTFOUND, or an error (counted, logged, treated as a miss). */
+static int l2_lookup(vg_req *r, const cache_key *k, vg_buf *val, uint64_t *exp)
+{
+    vg_app *app = vg_req_app(r);
+    uint64_t t0 = vg_mono_ns();
+    int rc = vg_kv_get(app->kv, k->key, k->klen, val, exp);
+    vg_hist_observe_us(&app->m.l2.get_us, (vg_mono_ns() - t0) / 1000u);
+    if (rc == VG_OK)
+        vg_counter_inc(&app->m.l2.hits);
+    else if (rc == VG_NOTFOUND)
+        vg_counter_inc(&app->m.l2.misses);
+    else {
+        vg_counter_inc(&app->m.l2.errors);
+        vg_log(VG_LOG_WARN, vg_req_id(r), "cache read failed",
+               (vg_log_field[]){VG_LS("tier", "l2"), VG_LI("rc", rc)}, 2);
+    }
+    return rc;
+}
+
+static void drop_corrupt(vg_req *r, const cache_key *k, const char *why)
+{
+    vg_app *app = vg_req_app(r);
+    vg_counter_inc(&app->m.corrupt_entries);
+    vg_kv_del(app->kv, k->key, k->klen);
+    vg_l1_del(app->l1, k->key, k->klen);
+    vg_log(VG_LOG_WARN, vg_req_id(r), "corrupt cache entry removed",
+           (vg_log_field[]){VG_LS("reason", why)}, 1);
+}
+
+static void release_item(void *cls) { vg_l1_release(cls); }
+
+static void reply_l1_hit(vg_req *r, vg_l1_item *it)
+{
+    vg_header h[] = {HIT_L1, {"ETag", NULL}};
+    char etag[70];
+    if (it->sha256[0]) {
+        snprintf(etag, sizeof etag, "\"%s\"", it->sha256);
+        h[2].value = etag;
+    }
+    vg_req_set_cache(r, "hit_l1");
+    vg_reply_ref(r, 200, it->ctype, it->data, it->len, release_item, it, h, VG_ARRAY_LEN(h));
+}
+
+static void reply_miss(vg_req *r)
+{
+    vg_header h = {"X-Cache", "MISS"};
+    vg_req_set_cache(r, "miss");
+    vg_reply_error_h(r, 404, "cache_miss", &h, 1, "no cache entry for this key");
+}
+
+static void reply_stored(vg_req *r, const cache_key *k, const char *extra)
+{
+    vg_buf b = {0};
+    char exp[32];
+    vg_format_rfc3339_ms(vg_clock_ms() + k->ttl_ms, exp);
+    vg_buf_puts(&b, "{\"key\":");
+    vg_buf_json_str(&b, k->key, k->klen);
+    vg_buf_printf(&b, ",\"ttl_s\":%llu,\"expires_at\":\"%s\"%s}",
+                  (unsigned long long)(k->ttl_ms / 1000u), exp, extra ? extra : "");
+    vg_reply_buf(r, 201, "application/json", &b, NULL, 0);
+}
+
+static bool l2_store(vg_req *r, const cache_key *k, const vg_buf *val)
+{
+    vg_app *app = vg_req_app(r);
+    int rc = vg_kv_set(app->kv, k->key, k->klen, val->data, val->len, k->ttl_ms);
+    if (rc == VG_OK) {
+        vg_counter_inc(&app->m.l2_writes);
+        return true;
+    }
+    vg_counter_inc(&app->m.l2_write_errors);
+    if (rc == VG_ETOOBIG)
+        vg_reply_error(r, 413, "entry_too_large", "the entry does not fit in the cache");
+    else
+        vg_reply_error(r, 503, "cache_unavailable", "the cache store is unavailable");
+    return false;
+}
+
+/* ---- STT ---- */
+
+static void stt_get(vg_req *r, const cache_key *k)
+{
+    vg_app *app = vg_req_app(r);
+    vg_l1_item *it = l1_lookup(app, k);
+    if (it) {
+        reply_l1_hit(r, it);
+        return;
+    }
+    vg_buf val = {0};
+    uint64_t exp = 0, created = 0;
+    const char *res;
+    size_t rlen;
+    if (l2_lookup(r, k, &val, &exp) == VG_OK) {
+        if (vg_stt_entry_decode(val.data, val.len, &res, &rlen, &created) == VG_OK) {
+            vg_l1_put(app->l1, k->key, k->klen, res, rlen, "application/json", NULL, created,
+                      exp);
+            vg_header h[] = {HIT_L2};
+            vg_req_set_cache(r, "hit_l2");
+            vg_reply(r, 200, "application/json", res, rlen, h, VG_ARRAY_LEN(h));
+            vg_buf_free(&val);
+            return;
+        }
+        drop_corrupt(r, k, "stt entry does not decode");
+    }
+    vg_buf_free(&val);
+    reply_miss(r);
+}
+
+static void trim(const char **p, size_t *n)
+{
+    while (*n && strchr(" \t\r\n", (*p)[0])) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n && strchr(" \t\r\n", (*p)[*n - 1]))
+        (*n)--;
+}
+
+static void stt_put(vg_req *r, const cache_key *k)
+{
+    vg_app *app = vg_req_app(r);
+    size_t n;
+    const char *body = vg_req_body(r, &n);
+    trim(&body, &n);
+    if (n == 0) {
+        vg_reply_error(r, 400, "missing_body", "the body must be the JSON result");
+        return;
+    }
+    cJSON *doc = cJSON_ParseWithLength(body, n);
+    if (!doc) {
+        vg_reply_error(r, 400, "invalid_json", "the body is not valid JSON");
+        return;
+    }
+    cJSON_Delete(doc);
+    uint64_t now = vg_clock_ms();
+    vg_buf val = {0};
+    if (vg_stt_entry_encode(&val, k->parts.provider, k->parts.language, now, body, n) != VG_OK) {
+        vg_buf_free(&val);
+        vg_reply_error(r, 503, "out_of_memory", "cannot encode the entry");
+        return;
+    }
+    if (l2_store(r, k, &val)) {
+        vg_l1_put(app->l1, k->key, k->klen, body, n, "application/json", NULL, now,
+                  now + k->ttl_ms);
+        reply_stored(r, k, NULL);
+    }
+    vg_buf_free(&val);
+}
+
+/* Remove from both tiers; reply 204 when something was there. */
+static void del_reply(vg_req *r, const cache_key *k, int l2rc)
+{
+    vg_app *app = vg_req_app(r);
+    bool l1 = vg_l1_del(app->l1, k->key, k->klen);
+    if (l2rc < 0) {
+        vg_reply_error(r, 503, "cache_unavailable", "the cache store is unavailable");
+        return;
+    }
+    if (l2rc == VG_OK || l1)
+        vg_reply(r, 204, NULL, "", 0, NULL, 0);
+    else
+        reply_miss(r);
+}
+
+void vg_api_cache_stt(vg_req *r)
+{
+    cache_key k;
+    if (!query_key(r, VG_KIND_STT, &k))
+        return;
+    switch (vg_req_method(r)) {
+    case VG_M_PUT:
+        stt_put(r, &k);
+        break;
+    case VG_M_DELETE:
+        del_reply(r, &k, vg_kv_del(vg_req_app(r)->kv, k.key, k.klen));
+        break;
+    default:
+        stt_get(r, &k);
+    }
+}
+
+/* ---- TTS ---- */
+
+/* Blob names are per key and per audio, so overwriting an entry never
+ * changes the bytes behind a name another reader may hold. */
+static void tts_blob_name(const cache_key *k, const char *audio_sha, char out[256])
+{
+    char kh[VG_SHA256_HEX + 1];
+    vg_sha256_hex(k->key, k->klen, kh);
+    snprintf(out, 256, "tts/%.2s/%s-%.16s", kh, kh, audio_sha);
+}
+
+static int tts_meta(vg_req *r, const cache_key *k, vg_tts_meta *m, uint64_t *exp)
+{
+    vg_buf val = {0};
+    int rc = l2_lookup(r, k, &val, exp);
+    if (rc == VG_OK && vg_tts_meta_decode(val.data, val.len, m) != VG_OK) {
+        drop_corrupt(r, k, "tts metadata does not decode");
+        rc = VG_NOTFOUND;
+    }
+    vg_buf_free(&val);
+    return rc;
+}
+
+static void tts_get(vg_req *r, const cache_key *k)
+{
+    vg_app *app = vg_req_app(r);
+    vg_l1_item *it = l1_lookup(app, k);
+    if (it) {
+        reply_l1_hit(r, it);
+        return;
+    }
+    vg_tts_meta m;
+    uint64_t exp = 0;
+    if (tts_meta(r, k, &m, &exp) != VG_OK) {
+        reply_miss(r);
+        return;
+    }
+    vg_buf audio = {0};
+    vg_blob_info info;
+    int rc = vg_blob_get(app->blob, m.blob, &audio, &info);
+    char sha[VG_SHA256_HEX + 1] = "";
+    if (rc == VG_OK)
+        vg_sha256_hex(audio.data ? audio.data : "", audio.len, sha);
+    if (rc != VG_OK || audio.len != m.size || strcmp(sha, m.sha256) != 0) {
+        if (rc < 0 && rc != VG_NOTFOUND)
+            vg_counter_inc(&app->m.blob_errors);
+        if (rc == VG_OK || rc == VG_NOTFOUND) {
+            drop_corrupt(r, k, rc == VG_OK ? "audio fails its sha256" : "audio is missing");
+            vg_blob_del(app->blob, m.blob);
+        }
+        vg_buf_free(&audio);
+        reply_miss(r);
+        return;
+    }
+    vg_l1_put(app->l1, k->key, k->klen, audio.data, audio.len, m.content_type, m.sha256,
+              m.created_ms, exp);
+    char etag[70];
+    snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
+    vg_header h[] = {HIT_L2, {"ETag", etag}};
+    vg_req_set_cache(r, "hit_l2");
+    vg_reply_buf(r, 200, m.content_type, &audio, h, VG_ARRAY_LEN(h));
+    vg_buf_free(&audio);
+}
+
+static bool audio_type_ok(vg_req *r, const char **ct)
+{
+    *ct = vg_req_header(r, "Content-Type");
+    if (!*ct || !vg_content_type_valid(*ct) ||
+        (strncasecmp(*ct, "audio/", 6) != 0 && strncasecmp(*ct, "application/octet-stream", 24) != 0)) {
+        vg_reply_error(r, 415, "unsupported_media_type",
+                       "Content-Type must be audio/* or application/octet-stream");
+        return false;
+    }
+    return true;
+}
+
+static void tts_put(vg_req *r, const cache_key *k)
+{
+    vg_app *app = vg_req_app(r);
+    const char *ct;
+    if (!audio_type_ok(r, &ct))
+        return;
+    size_t n;
+    const char *body = vg_req_body(r, &n);
+    if (n == 0) {
+        vg_reply_error(r, 400, "missing_body", "the body must be the audio bytes");
+        return;
+    }
+    vg_tts_meta m = {.size = n, .created_ms = vg_clock_ms()};
+    snprintf(m.content_type, sizeof m.content_type, "%s", ct);
+    vg_sha256_hex(body, n, m.sha256);
+    tts_blob_name(k, m.sha256, m.blob);
+    vg_tts_meta old;
+    uint64_t oexp;
+    bool had_old = tts_meta(r, k, &old, &oexp) == VG_OK;
+    if (vg_blob_put(app->blob, m.blob, body, n, ct) != VG_OK) {
+        vg_counter_inc(&app->m.blob_errors);
+        vg_reply_error(r, 503, "storage_unavailable", "the audio could not be stored");
+        return;
+    }
+    vg_buf val = {0};
+    vg_tts_meta_encode(&val, &m, k->parts.provider, k->parts.language, k->parts.voice);
+    if (!l2_store(r, k, &val)) {
+        if (!had_old || strcmp(old.blob, m.blob) != 0)
+            vg_blob_del(app->blob, m.blob);
+        vg_buf_free(&val);
+        return;
+    }
+    vg_buf_free(&val);
+    if (had_old && strcmp(old.blob, m.blob) != 0)
+        vg_blob_del(app->blob, old.blob);
+    vg_l1_put(app->l1, k->key, k->klen, body, n, m.content_type, m.sha256, m.created_ms,
+              m.created_ms + k->ttl_ms);
+    char extra[160];
+    snprintf(extra, sizeof extra, ",\"bytes\":%zu,\"sha256\":\"%s\"", n, m.sha256);
+    reply_stored(r, k, extra);
+}
+
+static void tts_del(vg_req *r, const cache_key *k)
+{
+    vg_app *app = vg_req_app(r);
+    vg_tts_meta m;
+    uint64_t exp;
+    int rc = tts_meta(r, k, &m, &exp);
+    if (rc == VG_OK) {
+        rc = vg_kv_del(app->kv, k->key, k->klen);
+        vg_blob_del(app->blob, m.blob);
+    }
+    del_reply(r, k, rc);
+}
+
+void vg_api_cache_tts(vg_req *r)
+{
+    cache_key k;
+    if (!query_key(r, VG_KIND_TTS, &k))
+        return;
+    switch (vg_req_method(r)) {
+    case VG_M_PUT:
+        tts_put(r, &k);
+        break;
+    case VG_M_DELETE:
+        tts_del(r, &k);
+        break;
+    default:
+        tts_get(r, &k);
+    }
+}
+
+/* ---- batch ---- */
+
+/* A batch item's fields: strings as given; ttl_s as an integer. */
+typedef struct json_src {
+    const cJSON *o;
+    char num[24];
+} json_src;
+
+static const char *json_field(void *src, const char *name)
+{
+    json_src *js = src;
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(js->o, name);
+    if (!it)
+        return NULL;
+    if (cJSON_IsString(it))
+        return it->valuestring;
+    if (strcmp(name, "ttl_s") == 0 && cJSON_IsNumber(it) && it->valuedouble >= 0 &&
+        it->valuedouble < 1e15 && it->valuedouble == (double)(uint64_t)it->valuedouble) {
+        snprintf(js->num, sizeof js->num, "%llu", (unsigned long long)it->valuedouble);
+        return js->num;
+    }
+    return bad_type;
+}
+
+typedef enum { B_GET, B_SET, B_DEL } bkind;
+
+typedef struct bitem {
+    bkind what;
+    cache_key k;
+    key_err err;
+    bool failed;
+    vg_l1_item *l1;      /* GET served by L1 */
+    int op;              /* index into ops, -1 when none */
+    int meta_op;         /* TTS delete: the metadata read */
+    vg_buf val;          /* SET: the encoded entry */
+} bitem;
+
+static const char *const item_fields[] = {"kind", "provider", "language", "audio_hash", "voice",
+                                          "text_hash", "text", "format", NULL};
+
+static bool item_fields_ok(const cJSON *o, bkind what, key_err *e)
+{
+    for (const cJSON *c = o->child; c; c = c->next) {
+        bool ok = what == B_SET && (!strcmp(c->string, "result") || !strcmp(c->string, "ttl_s"));
+        for (size_t i = 0; !ok && item_fields[i]; i++)
+            ok = strcmp(c->string, item_fields[i]) == 0;
+        if (!ok)
+            return fail(e, "unknown_field", "unknown field '%.64s'", c->string);
+    }
+    return true;
+}
+
+static bool item_parse(vg_app *app, const cJSON *o, bitem *b)
+{
+    key_err *e = &b->err;
+    if (!cJSON_IsObject(o))
+        return fail(e, "invalid_item", "each item must be an object%s", "");
+    if (!item_fields_ok(o, b->what, e))
+        return false;
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    const char *ks = cJSON_IsString(kind) ? kind->valuestring : "";
+    vg_kind k = strcmp(ks, "tts") == 0 ? VG_KIND_TTS : VG_KIND_STT;
+    if (strcmp(ks, "stt") != 0 && strcmp(ks, "tts") != 0)
+        return fail(e, "invalid_parameter", "kind must be \"stt\" or \"tts\"%s", "");
+    if (b->what == B_SET && k != VG_KIND_STT)
+        return fail(e, "invalid_parameter", "set items are stt only%s", "");
+    json_src js = {.o = o};
+    if (!parse_key(app, k, json_field, &js, b->what == B_SET, &b->k, e))
+        return false;
+    if (b->what != B_SET)
+        return true;
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(o, "result");
+    if (!res)
+        return fail(e, "missing_parameter", "result is required%s", "");
+    char *raw = cJSON_PrintUnformatted(res);
+    int rc = raw ? vg_stt_entry_encode(&b->val, b->k.parts.provider, b->k.parts.language,
+                                       vg_clock_ms(), raw, strlen(raw))
+                 : VG_ENOMEM;
+    free(raw);
+    if (rc != VG_OK)
+        return fail(e, "internal", "cannot encode the entry%s", "");
+    return true;
+}
+
+static int add_op(vg_kv_op *ops, size_t *n, vg_kv_op_type t, const cache_key *k,
+                  const vg_buf *val)
+{
+    ops[*n] = (vg_kv_op){.type = t, .key = k->key, .klen = k->klen, .ttl_ms = k->ttl_ms};
+    if (val) {
+        ops[*n].val = val->data;
+        ops[*n].vlen = val->len;
+    }
+    return (int)(*n)++;
+}
+
+static void err_json(cJSON *o, const key_err *e)
+{
+    cJSON *err = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(err, "code", e->code);
+    cJSON_AddStringToObject(err, "message", e->msg);
+}
+
+static void audio_url(vg_buf *u, const cache_key *k)
+{
+    const vg_key_parts *p = &k->parts;
+    vg_buf_printf(u, "/v1/cache/tts?provider=%s&language=%s&voice=%s&text_hash=%s", p->provider,
+                  p->language, p->voice, p->hash);
+    if (p->format && *p->format)
+        vg_buf_printf(u, "&format=%s", p->format);
+}
+
+static void tts_hit_json(cJSON *o, const cache_key *k, const char *ct, uint64_t len,
+                         const char *sha)
+{
+    vg_buf u = {0};
+    audio_url(&u, k);
+    cJSON_AddBoolToObject(o, "hit", 1);
+    cJSON_AddStringToObject(o, "content_type", ct);
+    cJSON_AddNumberToObject(o, "bytes", (double)len);
+    cJSON_AddStringToObject(o, "sha256", sha);
+    cJSON_AddStringToObject(o, "audio_url", u.data);
+    vg_buf_free(&u);
+}
+
+static void get_result(vg_req *r, bitem *b, vg_kv_op *ops, cJSON *o)
+{
+    vg_app *app = vg_req_app(r);
+    if (b->l1) {
+        if (b->k.parts.kind == VG_KIND_TTS) {
+            tts_hit_json(o, &b->k, b->l1->ctype, b->l1->len, b->l1->sha256);
+            return;
+        }
+        char *raw = strndup((const char *)b->l1->data, b->l1->len);
+        cJSON_AddTrueToObject(o, "hit");
+        cJSON_AddRawToObject(o, "result", raw ? raw : "null");
+        free(raw);
+        return;
+    }
+    vg_kv_op *op = &ops[b->op];
+    if (op->rc == VG_OK) {
+        vg_counter_inc(&app->m.l2.hits);
+        const char *res;
+        size_t rlen;
+        uint64_t created;
+        vg_tts_meta m;
+        if (b->k.parts.kind == VG_KIND_STT &&
+            vg_stt_entry_decode(op->out.data, op->out.len, &res, &rlen, &created) == VG_OK) {
+            char *raw = strndup(res, rlen);
+            cJSON_AddTrueToObject(o, "hit");
+            cJSON_AddRawToObject(o, "result", raw ? raw : "null");
+            free(raw);
+            vg_l1_put(app->l1, b->k.key, b->k.klen, res, rlen, "application/json", NULL,
+                      created, op->expires_at_ms);
+            return;
+        }
+        vg_blob_info info;
+        if (b->k.parts.kind == VG_KIND_TTS &&
+            vg_tts_meta_decode(op->out.data, op->out.len, &m) == VG_OK &&
+            vg_blob_head(app->blob, m.blob, &info) == VG_OK) {
+            tts_hit_json(o, &b->k, m.content_type, m.size, m.sha256);
+            return;
+        }
+        drop_corrupt(r, &b->k, "entry does not decode or its audio is missing");
+    } else if (op->rc == VG_NOTFOUND) {
+        vg_counter_inc(&app->m.l2.misses);
+    } else {
+        vg_counter_inc(&app->m.l2.errors);
+    }
+    cJSON_AddFalseToObject(o, "hit");
+}
+
+static cJSON *batch_list(const cJSON *doc, const char *name, key_err *e, bool *ok)
+{
+    cJSON *l = cJSON_GetObjectItemCaseSensitive(doc, name);
+    if (l && !cJSON_IsArray(l))
+        *ok = fail(e, "invalid_json", "%s must be an array", name);
+    return l;
+}
+
+/* Parse every item, serve GETs from L1 where possible, and queue the rest
+ * as kv ops in the order get, set, delete (one kv round trip). */
+static size_t batch_plan(vg_app *app, cJSON *lists[3], bitem *items, vg_kv_op *ops)
+{
+    size_t n = 0, nops = 0;
+    for (int w = 0; w < 3; w++) {
+        for (cJSON *o = lists[w] ? lists[w]->child : NULL; o; o = o->next, n++) {
+            bitem *b = &items[n];
+            *b = (bitem){.what = (bkind)w, .op = -1, .meta_op = -1};
+            b->failed = !item_parse(app, o, b);
+            if (b->failed)
+                continue;
+            if (b->what == B_GET) {
+                b->l1 = l1_lookup(app, &b->k);
+                if (!b->l1)
+                    b->op = add_op(ops, &nops, VG_KV_GET, &b->k, NULL);
+            } else if (b->what == B_SET) {
+                b->op = add_op(ops, &nops, VG_KV_SET, &b->k, &b->val);
+            } else if (b->k.parts.kind == VG_KIND_TTS) {
+                b->meta_op = add_op(ops, &nops, VG_KV_GET, &b->k, NULL);
+            }
+        }
+    }
+    /* Deletes last, after every read of the same batch. */
+    for (size_t i = 0; i < n; i++)
+        if (items[i].what == B_DEL && !items[i].failed)
+            items[i].op = add_op(ops, &nops, VG_KV_DEL, &items[i].k, NULL);
+    return nops;
+}
+
+static void set_result(vg_app *app, bitem *b, vg_kv_op *ops, cJSON *o)
+{
+    int rc = ops[b->op].rc;
+    if (rc == VG_OK) {
+        const char *res;
+        size_t rlen;
+        uint64_t created;
+        vg_counter_inc(&app->m.l2_writes);
+        if (vg_stt_entry_decode(b->val.data, b->val.len, &res, &rlen, &created) == VG_OK)
+            vg_l1_put(app->l1, b->k.key, b->k.klen, res, rlen, "application/json", NULL,
+                      created, created + b->k.ttl_ms);
+        cJSON_AddTrueToObject(o, "ok");
+        return;
+    }
+    vg_counter_inc(&app->m.l2_write_errors);
+    key_err e = {.code = rc == VG_ETOOBIG ? "entry_too_large" : "cache_unavailable"};
+    snprintf(e.msg, sizeof e.msg, "%s", rc == VG_ETOOBIG ? "the entry does not fit in the cache"
+                                                         : "the cache store is unavailable");
+    cJSON_AddFalseToObject(o, "ok");
+    err_json(o, &e);
+}
+
+static void del_result(vg_app *app, bitem *b, vg_kv_op *ops, cJSON *o)
+{
+    bool l1 = vg_l1_del(app->l1, b->k.key, b->k.klen);
+    vg_tts_meta m;
+    if (b->meta_op >= 0 && ops[b->meta_op].rc == VG_OK &&
+        vg_tts_meta_decode(ops[b->meta_op].out.data, ops[b->meta_op].out.len, &m) == VG_OK)
+        vg_blob_del(app->blob, m.blob);
+    int rc = ops[b->op].rc;
+    cJSON_AddBoolToObject(o, "deleted", rc == VG_OK || l1);
+    if (rc < 0) {
+        key_err e = {.code = "cache_unavailable"};
+        snprintf(e.msg, sizeof e.msg, "the cache store is unavailable");
+        err_json(o, &e);
+    }
+}
+
+static cJSON *batch_answer(vg_req *r, bitem *items, size_t n, vg_kv_op *ops)
+{
+    vg_app *app = vg_req_app(r);
+    static const char *const names[] = {"get", "set", "delete"};
+    cJSON *ans = cJSON_CreateObject();
+    cJSON *arr[3];
+    for (int w = 0; w < 3; w++)
+        arr[w] = cJSON_AddArrayToObject(ans, names[w]);
+    for (size_t i = 0; i < n; i++) {
+        bitem *b = &items[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr[b->what], o);
+        if (b->failed) {
+            cJSON_AddFalseToObject(o, b->what == B_GET ? "hit" : b->what == B_SET ? "ok" : "deleted");
+            err_json(o, &b->err);
+        } else if (b->what == B_GET) {
+            get_result(r, b, ops, o);
+        } else if (b->what == B_SET) {
+            set_result(app, b, ops, o);
+        } else {
+            del_result(app, b, ops, o);
+        }
+    }
+    return ans;
+}
+
+void vg_api_cache_batch(vg_req *r)
+{
+    vg_app *app = vg_req_app(r);
+    size_t len;
+    const char *body = vg_req_body(r, &len);
+    cJSON *doc = cJSON_ParseWithLength(body, len);
+    if (!doc || !cJSON_IsObject(doc)) {
+        cJSON_Delete(doc);
+        vg_reply_error(r, 400, "invalid_json", "the body must be a JSON object");
+        return;
+    }
+    key_err e = {0};
+    bool ok = true;
+    cJSON *lists[3] = {batch_list(doc, "get", &e, &ok), batch_list(doc, "set", &e, &ok),
+                       batch_list(doc, "delete", &e, &ok)};
+    for (cJSON *c = doc->child; ok && c; c = c->next)
+        if (strcmp(c->string, "get") && strcmp(c->string, "set") && strcmp(c->string, "delete"))
+            ok = fail(&e, "unknown_field", "unknown field '%.64s'", c->string);
+    size_t n = 0;
+    for (int w = 0; w < 3; w++)
+        n += lists[w] ? (size_t)cJSON_GetArraySize(lists[w]) : 0;
+    if (ok && n > app->cfg->cache.batch_max_items) {
+        char lim[16];
+        snprintf(lim, sizeof lim, "%u", app->cfg->cache.batch_max_items);
+        ok = fail(&e, "too_many_items", "a batch holds at most %s items", lim);
+    }
+    if (!ok) {
+        cJSON_Delete(doc);
+        vg_reply_error(r, 400, e.code, "%s", e.msg);
+        return;
+    }
+    bitem *items = calloc(n ? n : 1, sizeof *items);
+    vg_kv_op *ops = calloc(n ? 2 * n : 1, sizeof *ops);
+    size_t nops = items && ops ? batch_plan(app, lists, items, ops) : 0;
+    int rc = nops ? vg_kv_batch(app->kv, ops, nops) : VG_OK;
+    for (size_t i = 0; rc != VG_OK && i < nops; i++)
+        ops[i].rc = rc < 0 ? rc : VG_ERR;
+    cJSON *ans = items && ops ? batch_answer(r, items, n, ops) : NULL;
+    char *out = ans ? cJSON_PrintUnformatted(ans) : NULL;
+    if (out)
+        vg_reply(r, 200, "application/json", out, strlen(out), NULL, 0);
+    else
+        vg_reply_error(r, 503, "out_of_memory", "cannot build the batch answer");
+    free(out);
+    cJSON_Delete(ans);
+    for (size_t i = 0; items && i < n; i++) {
+        if (items[i].l1)
+            vg_l1_release(items[i].l1);
+        vg_buf_free(&items[i].val);
+    }
+    for (size_t i = 0; ops && i < nops; i++)
+        vg_buf_free(&ops[i].out);
+    free(items);
+    free(ops);
+    cJSON_Delete(doc);
+}
+
+/* ---- invalidation ---- */
+
+#define INVALIDATE_STEP 512
+
+typedef struct inval {
+    const char *pfx;
+    size_t plen;
+    bool tts;
+    size_t n;
+    char *keys[INVALIDATE_STEP];
+    char *blobs[INVALIDATE_STEP];
+} inval;
+
+static int collect(void *ud, const char *key, size_t klen, const void *val, size_t vlen)
+{
+    inval *iv = ud;
+    if (!vg_key_has_provider_prefix(key, klen, iv->pfx, iv->plen))
+        return 0;
+    vg_tts_meta m;
+    iv->blobs[iv->n] = iv->tts && vg_tts_meta_decode(val, vlen, &m) == VG_OK ? strdup(m.blob) : NULL;
+    iv->keys[iv->n++] = strndup(key, klen);
+    return iv->n == INVALIDATE_STEP;
+}
+
+/* Delete one kind's entries of a provider in bounded steps: collect up to
+ * INVALIDATE_STEP keys, delete them in one batch, scan again. */
+static int invalidate_kind(vg_app *app, vg_kind kind, const char *provider, uint64_t *deleted)
+{
+    char pfx[VG_KEY_MAX];
+    int plen = vg_key_provider_prefix(app->cfg->cache.prefix, kind, provider, pfx, sizeof pfx);
+    if (plen < 0)
+        return VG_EINVAL;
+    vg_l1_del_prefix(app->l1, pfx, (size_t)plen, ":@");
+    for (;;) {
+        inval iv = {.pfx = pfx, .plen = (size_t)plen, .tts = kind == VG_KIND_TTS};
+        int rc = vg_kv_scan(app->kv, pfx, (size_t)plen, collect, &iv);
+        vg_kv_op ops[INVALIDATE_STEP];
+        for (size_t i = 0; i < iv.n; i++)
+            ops[i] = (vg_kv_op){.type = VG_KV_DEL, .key = iv.keys[i], .klen = strlen(iv.keys[i])};
+        if (rc >= 0 && iv.n)
+            rc = vg_kv_batch(app->kv, ops, iv.n);
+        for (size_t i = 0; i < iv.n; i++) {
+            if (rc >= 0 && ops[i].rc == VG_OK) {
+                (*deleted)++;
+                if (iv.blobs[i])
+                    vg_blob_del(app->blob, iv.blobs[i]);
+            }
+            free(iv.keys[i]);
+            free(iv.blobs[i]);
+        }
+        if (rc < 0)
+            return rc;
+        if (iv.n < INVALIDATE_STEP)
+            return VG_OK;
+    }
+}
+
+void vg_api_cache_invalidate(vg_req *r)
+{
+    vg_app *app = vg_req_app(r);
+    const char *provider = vg_req_query(r, "provider"), *kind = vg_req_query(r, "kind");
+    key_err e;
+    if (!ident_field(&e, "provider", provider, true)) {
+        vg_reply_error(r, e.status, e.code, "%s", e.msg);
+        return;
+    }
+    if (kind && strcmp(kind, "stt") != 0 && strcmp(kind, "tts") != 0) {
+        vg_reply_error(r, 400, "invalid_parameter", "kind must be stt or tts");
+        return;
+    }
+    uint64_t deleted = 0;
+    int rc = VG_OK;
+    if (!kind || strcmp(kind, "stt") == 0)
+        rc = invalidate_kind(app, VG_KIND_STT, provider, &deleted);
+    if (rc >= 0 && (!kind || strcmp(kind, "tts") == 0))
+        rc = invalidate_kind(app, VG_KIND_TTS, provider, &deleted);
+    if (rc < 0) {
+        vg_reply_error(r, 503, "cache_unavailable", "the cache store failed after %llu deletions",
+                       (unsigned long long)deleted);
+        return;
+    }
+    vg_log(VG_LOG_INFO, vg_req_id(r), "cache invalidated",
+           (vg_log_field[]){VG_LS("provider", provider), VG_LS("kind", kind ? kind : "all"),
+                            VG_LU("deleted", deleted)}, 3);
+    char out[64];
+    int n = snprintf(out, sizeof out, "{\"deleted\":%llu}", (unsigned long long)deleted);
+    vg_reply(r, 200, "application/json", out, (size_t)n, NULL, 0);
+}

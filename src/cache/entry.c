@@ -1,0 +1,147 @@
+/* Cache entry codecs: encode what we store in the kv tier and decode it
+ * back defensively. The STT encoder puts the raw result last behind a
+ * fixed prefix, so the decoder can return the caller's exact bytes (no
+ * re-serialisation, no lost number precision) after checking that the
+ * whole value is the JSON we would have written. */
+#include "voxgate/entry.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "voxgate/keys.h"
+
+int vg_parse_rfc3339_ms(const char *s, uint64_t *ms)
+{
+    unsigned Y, M, D, h, m, sec, milli;
+    int n = 0;
+    if (strlen(s) != 24 ||
+        sscanf(s, "%4u-%2u-%2uT%2u:%2u:%2u.%3uZ%n", &Y, &M, &D, &h, &m, &sec, &milli, &n) != 7 ||
+        n != 24)
+        return VG_EINVAL;
+    if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+        return VG_EINVAL;
+    struct tm tm = {.tm_year = (int)Y - 1900, .tm_mon = (int)M - 1, .tm_mday = (int)D,
+                    .tm_hour = (int)h, .tm_min = (int)m, .tm_sec = (int)sec};
+    time_t t = timegm(&tm);
+    if (t < 0)
+        return VG_EINVAL;
+    *ms = (uint64_t)t * 1000u + milli;
+    return VG_OK;
+}
+
+static int stt_prefix(vg_buf *out, const char *provider, const char *language, const char *ts)
+{
+    return vg_buf_printf(out, "{\"provider\":\"%s\",\"language\":\"%s\",\"created_at\":\"%s\","
+                              "\"result\":",
+                         provider, language, ts);
+}
+
+int vg_stt_entry_encode(vg_buf *out, const char *provider, const char *language,
+                        uint64_t created_ms, const char *result, size_t rlen)
+{
+    if (!vg_ident_valid(provider) || !vg_ident_valid(language) || rlen == 0)
+        return VG_EINVAL;
+    char ts[32];
+    vg_format_rfc3339_ms(created_ms, ts);
+    if (stt_prefix(out, provider, language, ts) != VG_OK || vg_buf_append(out, result, rlen) ||
+        vg_buf_append(out, "}", 1))
+        return VG_ENOMEM;
+    return VG_OK;
+}
+
+static const char *str_member(const cJSON *o, const char *name)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+int vg_stt_entry_decode(const char *val, size_t vlen, const char **result, size_t *rlen,
+                        uint64_t *created_ms)
+{
+    cJSON *doc = cJSON_ParseWithLength(val, vlen);
+    int rc = VG_ECORRUPT;
+    if (!doc || !cJSON_IsObject(doc))
+        goto out;
+    const char *prov = str_member(doc, "provider"), *lang = str_member(doc, "language"),
+               *ts = str_member(doc, "created_at");
+    if (!prov || !lang || !ts || !vg_ident_valid(prov) || !vg_ident_valid(lang) ||
+        vg_parse_rfc3339_ms(ts, created_ms) != VG_OK)
+        goto out;
+    vg_buf pfx = {0};
+    if (stt_prefix(&pfx, prov, lang, ts) != VG_OK) {
+        vg_buf_free(&pfx);
+        goto out;
+    }
+    /* The document must be exactly prefix + value + '}' with four members. */
+    bool ok = vlen > pfx.len + 1 && memcmp(val, pfx.data, pfx.len) == 0 &&
+              val[vlen - 1] == '}' && cJSON_GetArraySize(doc) == 4;
+    if (ok) {
+        *result = val + pfx.len;
+        *rlen = vlen - pfx.len - 1;
+        rc = VG_OK;
+    }
+    vg_buf_free(&pfx);
+out:
+    cJSON_Delete(doc);
+    return rc;
+}
+
+bool vg_content_type_valid(const char *ct)
+{
+    size_t n = strlen(ct);
+    if (n == 0 || n > 95)
+        return false;
+    const char *slash = strchr(ct, '/');
+    if (!slash || slash == ct)
+        return false;
+    size_t sub = strcspn(slash + 1, ";");
+    if (sub == 0)
+        return false;
+    for (const char *p = ct; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e || *p == '"' || *p == '\\')
+            return false;
+    return true;
+}
+
+int vg_tts_meta_encode(vg_buf *out, const vg_tts_meta *m, const char *provider,
+                       const char *language, const char *voice)
+{
+    char ts[32];
+    vg_format_rfc3339_ms(m->created_ms, ts);
+    vg_buf_puts(out, "{\"provider\":\"");
+    vg_buf_puts(out, provider);
+    vg_buf_puts(out, "\",\"language\":\"");
+    vg_buf_puts(out, language);
+    vg_buf_puts(out, "\",\"voice\":\"");
+    vg_buf_puts(out, voice);
+    vg_buf_puts(out, "\",\"content_type\":");
+    vg_buf_json_str(out, m->content_type, strlen(m->content_type));
+    return vg_buf_printf(out, ",\"size\":%llu,\"sha256\":\"%s\",\"blob\":\"%s\",\"created_at\":\"%s\"}",
+                         (unsigned long long)m->size, m->sha256, m->blob, ts);
+}
+
+int vg_tts_meta_decode(const char *val, size_t vlen, vg_tts_meta *m)
+{
+    cJSON *doc = cJSON_ParseWithLength(val, vlen);
+    int rc = VG_ECORRUPT;
+    if (!doc || !cJSON_IsObject(doc))
+        goto out;
+    const char *ct = str_member(doc, "content_type"), *sha = str_member(doc, "sha256"),
+               *blob = str_member(doc, "blob"), *ts = str_member(doc, "created_at");
+    const cJSON *size = cJSON_GetObjectItemCaseSensitive(doc, "size");
+    if (!ct || !sha || !blob || !ts || !cJSON_IsNumber(size) || size->valuedouble < 0 ||
+        size->valuedouble > 9007199254740992.0 || !vg_content_type_valid(ct) ||
+        !vg_hash_valid(sha) || strlen(blob) >= sizeof m->blob ||
+        vg_parse_rfc3339_ms(ts, &m->created_ms) != VG_OK)
+        goto out;
+    snprintf(m->content_type, sizeof m->content_type, "%s", ct);
+    vg_hash_normalize(sha, m->sha256);
+    snprintf(m->blob, sizeof m->blob, "%s", blob);
+    m->size = (uint64_t)size->valuedouble;
+    rc = VG_OK;
+out:
+    cJSON_Delete(doc);
+    return rc;
+}

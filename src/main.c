@@ -1,0 +1,248 @@
+/* voxgate: parse arguments, load the configuration, wire the parts the
+ * configuration names (L1, the kv backend, the blob store), serve, and
+ * shut down gracefully on SIGTERM/SIGINT. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/api.h"
+#include "voxgate/app.h"
+#include "voxgate/log.h"
+
+static const char usage[] =
+    "usage: voxgate [--config FILE]\n"
+    "       voxgate --check-config FILE\n"
+    "       voxgate --print-config [--config FILE]\n"
+    "       voxgate --list-routes | --help-config | --version | --help\n"
+    "\n"
+    "  --config FILE        load FILE (JSON); VOXGATE_* environment variables override it\n"
+    "  --check-config FILE  validate FILE plus the environment; exit 0 if valid, 2 if not\n"
+    "  --print-config       print the effective configuration as JSON and exit\n"
+    "  --list-routes        print every METHOD and path the server answers and exit\n"
+    "  --help-config        print every option with its environment variable and default\n"
+    "  --version            print the version and exit\n"
+    "  --help               print this text and exit\n"
+    "\n"
+    "With no arguments voxgate serves on 127.0.0.1:8080 with embedded defaults\n"
+    "(LMDB cache and local blobs under ./voxgate-data). See README.md.\n";
+
+typedef struct args {
+    const char *config;
+    const char *check;
+    bool print_config, list_routes, help_config;
+} args;
+
+static int parse_args(int argc, char **argv, args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--config") && i + 1 < argc) {
+            a->config = argv[++i];
+        } else if (!strcmp(s, "--check-config") && i + 1 < argc) {
+            a->check = argv[++i];
+        } else if (!strcmp(s, "--print-config")) {
+            a->print_config = true;
+        } else if (!strcmp(s, "--list-routes")) {
+            a->list_routes = true;
+        } else if (!strcmp(s, "--help-config")) {
+            a->help_config = true;
+        } else if (!strcmp(s, "--version")) {
+            printf("voxgate %s\n", VG_VERSION);
+            exit(0);
+        } else if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            fputs(usage, stdout);
+            exit(0);
+        } else {
+            fprintf(stderr, "voxgate: unknown or incomplete argument '%s'\n%s", s, usage);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void list_routes(void)
+{
+    for (size_t i = 0; i < vg_nroutes; i++)
+        for (unsigned m = 1; m < VG_M_OTHER; m <<= 1)
+            if (vg_routes[i].methods & m)
+                printf("%s %s\n", vg_method_name(m), vg_routes[i].pattern);
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[VG_CONF_STR + 16];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0750) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0750) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Open the backends the configuration names. */
+static int wire(vg_app *app, char *err, size_t errlen)
+{
+    const vg_config *cfg = app->cfg;
+    if (mkdir_p(cfg->data_dir) != 0) {
+        snprintf(err, errlen, "data_dir: cannot create '%s': %s", cfg->data_dir, strerror(errno));
+        return -1;
+    }
+    char path[VG_CONF_STR + 16];
+    snprintf(path, sizeof path, "%s/cache", cfg->data_dir);
+    vg_kv_lmdb_opts lo = {.dir = path, .max_bytes = cfg->cache.lmdb.max_bytes,
+                          .sync = cfg->cache.lmdb.sync};
+    if (vg_kv_lmdb_open(&lo, &app->kv, err, errlen) != VG_OK)
+        return -1;
+    snprintf(path, sizeof path, "%s/blobs", cfg->data_dir);
+    if (vg_blob_local_open(path, &app->blob, err, errlen) != VG_OK)
+        return -1;
+    vg_l1_opts l1o = {.max_bytes = cfg->cache.l1.max_bytes,
+                      .max_entries = cfg->cache.l1.max_entries,
+                      .shards = cfg->cache.l1.shards,
+                      .max_item_bytes = cfg->cache.l1.max_item_bytes};
+    app->l1 = vg_l1_new(&l1o);
+    if (!app->l1) {
+        snprintf(err, errlen, "cache.l1: cannot allocate");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the sweeper: removes expired kv entries in the background ---- */
+
+static struct {
+    pthread_t tid;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    bool running;
+} sweeper = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *sweep_loop(void *ud)
+{
+    vg_app *app = ud;
+    pthread_mutex_lock(&sweeper.mu);
+    while (!sweeper.stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += app->cfg->cache.lmdb.sweep_interval_s;
+        pthread_cond_timedwait(&sweeper.cv, &sweeper.mu, &ts);
+        if (sweeper.stop)
+            break;
+        pthread_mutex_unlock(&sweeper.mu);
+        uint64_t removed = 0;
+        int rc = vg_kv_sweep(app->kv, &removed);
+        if (rc != VG_OK || removed)
+            vg_log(rc == VG_OK ? VG_LOG_DEBUG : VG_LOG_WARN, NULL, "expired entries swept",
+                   (vg_log_field[]){VG_LU("removed", removed), VG_LI("rc", rc)}, 2);
+        pthread_mutex_lock(&sweeper.mu);
+    }
+    pthread_mutex_unlock(&sweeper.mu);
+    return NULL;
+}
+
+static void sweeper_stop(void)
+{
+    if (!sweeper.running)
+        return;
+    pthread_mutex_lock(&sweeper.mu);
+    sweeper.stop = true;
+    pthread_cond_signal(&sweeper.cv);
+    pthread_mutex_unlock(&sweeper.mu);
+    pthread_join(sweeper.tid, NULL);
+}
+
+static int serve(vg_app *app)
+{
+    char err[512];
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    /* Block before any thread starts so only sigwait below sees them. */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    vg_log_init(1, app->cfg->log_level, 5);
+    if (wire(app, err, sizeof err) != 0 ||
+        vg_http_start(app, vg_routes, vg_nroutes, err, sizeof err) != 0) {
+        vg_log(VG_LOG_ERROR, NULL, err, NULL, 0);
+        vg_log_shutdown();
+        fprintf(stderr, "voxgate: %s\n", err);
+        return 1;
+    }
+    vg_api_register_metrics(app);
+    sweeper.running = pthread_create(&sweeper.tid, NULL, sweep_loop, app) == 0;
+    vg_log(VG_LOG_INFO, NULL, "listening",
+           (vg_log_field[]){VG_LS("listen", app->cfg->listen), VG_LU("port", vg_http_port()),
+                            VG_LS("version", VG_VERSION), VG_LS("kv", app->kv->ops->name),
+                            VG_LS("blob", app->blob->ops->name),
+                            VG_LS("data_dir", app->cfg->data_dir)},
+           6);
+    vg_log_flush();
+    int sig = 0;
+    sigwait(&set, &sig);
+    vg_log(VG_LOG_INFO, NULL, "shutting down",
+           (vg_log_field[]){VG_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")}, 1);
+    vg_http_quiesce();
+    bool idle = vg_http_wait_idle(app->cfg->shutdown_timeout_ms);
+    vg_http_stop();
+    sweeper_stop();
+    vg_log(idle ? VG_LOG_INFO : VG_LOG_WARN, NULL, "stopped",
+           (vg_log_field[]){VG_LB("drained", idle)}, 1);
+    vg_log_shutdown();
+    vg_kv_close(app->kv);
+    vg_blob_close(app->blob);
+    vg_l1_free(app->l1);
+    vg_metrics_reset();
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args a = {0};
+    if (parse_args(argc, argv, &a) != 0)
+        return 2;
+    if (a.list_routes) {
+        list_routes();
+        return 0;
+    }
+    if (a.help_config) {
+        char *d = vg_config_describe();
+        fputs(d ? d : "", stdout);
+        free(d);
+        return 0;
+    }
+    static vg_config cfg;
+    char err[512];
+    if (vg_config_load(&cfg, a.check ? a.check : a.config, err, sizeof err) != 0) {
+        fprintf(stderr, "voxgate: %s\n", err);
+        vg_config_free(&cfg);
+        return 2;
+    }
+    if (a.check) {
+        printf("%s: ok\n", a.check);
+        vg_config_free(&cfg);
+        return 0;
+    }
+    if (a.print_config) {
+        char *j = vg_config_to_json(&cfg);
+        puts(j ? j : "{}");
+        free(j);
+        vg_config_free(&cfg);
+        return 0;
+    }
+    static vg_app app;
+    app.cfg = &cfg;
+    app.started_ms = vg_clock_ms();
+    int rc = serve(&app);
+    vg_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,615 @@
+/* The embedded blob store: one file per object under a root directory.
+ *
+ * Layout. Key "tts/ab/x.mp3" is the file ROOT/tts/ab/x.mp3@ : every key
+ * segment but the last is a directory, and the object file is the last
+ * segment plus '@'. '@' is outside the key alphabet, so an object file
+ * never has a directory's name, and keys "a" and "a/b" can both exist as
+ * they can on S3. Other names in the tree start with '@' ("@tmp-...",
+ * "@probe-...") and end without one, so they are never objects and a
+ * crashed write leaves only an invisible temp file behind.
+ *
+ * File format. The content type and a digest travel inside the object
+ * file, in a header before the bytes, so that one rename publishes data
+ * and metadata together (a sidecar would need two renames and could be
+ * seen half-updated after a crash):
+ *
+ *   "VGBLOB1\n"  u64be size  u64be modified_ms  sha256[32]  u8 ctlen
+ *   content type (ctlen bytes, 1-127 printable ASCII)  data (size bytes)
+ *
+ * The etag is the lowercase hex sha256 of the data, computed once at put.
+ * Reads check the header and the file length, not the digest: callers that
+ * need integrity (TTS entries) verify their own sha256 already.
+ *
+ * Durability. put writes a temp file in the target directory, fsyncs it,
+ * renames it over the object and fsyncs the directory; directories it
+ * creates are made durable in their parents too. del does not fsync: a
+ * crash may bring a deleted object back, which every caller tolerates,
+ * and bulk invalidation would otherwise pay one directory fsync per blob.
+ * Empty directories are left in place after deletes; removing them would
+ * race with puts creating files in them. */
+#include "voxgate/blob.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "voxgate/keys.h"
+
+#define KEY_MAX 1024
+#define OBJ_MAX ((uint64_t)1 << 30) /* objects are read whole into memory */
+#define HDR_FIXED 57
+#define CTYPE_MAX 127
+#define HDR_MAX (HDR_FIXED + CTYPE_MAX)
+#define TMP_NAME 32
+#define DIR_MODE 0750
+#define FILE_MODE 0640
+
+static const char magic[8] = {'V', 'G', 'B', 'L', 'O', 'B', '1', '\n'};
+
+typedef struct local_blob {
+    vg_blob base;
+    int root;
+    _Atomic uint64_t tmp_seq;
+    _Atomic uint64_t puts, gets, deletes, errors, bytes_in, bytes_out;
+} local_blob;
+
+typedef struct obj_hdr {
+    uint64_t size, modified_ms;
+    unsigned char sha[32];
+    char ctype[CTYPE_MAX + 1];
+    size_t len; /* encoded header length: where the data starts */
+} obj_hdr;
+
+/* ---- keys ---- */
+
+static bool key_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '/' || c == '.' || c == '_' || c == '-';
+}
+
+static bool segment_ok(const char *s, size_t n)
+{
+    return n > 0 && !(n == 1 && s[0] == '.') && !(n == 2 && s[0] == '.' && s[1] == '.');
+}
+
+/* The Files API rule (1-1024 bytes of [A-Za-z0-9/._-], no ".." segment,
+ * no leading '/'), plus three rules of our own: no empty segment ("a//b",
+ * trailing '/') and no "." segment. On a filesystem those would alias
+ * "a/b" and "a", and S3 would keep them apart; refusing them keeps every
+ * backend answering the same keys the same way. */
+bool vg_blob_key_valid(const char *key)
+{
+    if (!key)
+        return false;
+    size_t seg = 0, i = 0;
+    for (; key[i]; i++) {
+        if (i >= KEY_MAX || !key_char((unsigned char)key[i]))
+            return false;
+        if (key[i] == '/') {
+            if (!segment_ok(key + seg, i - seg))
+                return false;
+            seg = i + 1;
+        }
+    }
+    return segment_ok(key + seg, i - seg);
+}
+
+/* Whether the filesystem can hold the key: NAME_MAX per directory and
+ * one byte less for the last segment, which gets the '@'. */
+static bool key_fits_fs(const char *key)
+{
+    const char *slash = strrchr(key, '/');
+    const char *leaf = slash ? slash + 1 : key;
+    if (strlen(leaf) + 1 > NAME_MAX)
+        return false;
+    for (const char *p = key; p < leaf;) {
+        const char *e = strchr(p, '/');
+        if ((size_t)(e - p) > NAME_MAX)
+            return false;
+        p = e + 1;
+    }
+    return true;
+}
+
+static void obj_path(const char *key, char *out)
+{
+    size_t n = strlen(key);
+    memcpy(out, key, n);
+    out[n] = '@';
+    out[n + 1] = '\0';
+}
+
+/* ---- small I/O helpers ---- */
+
+static int errno_rc(int e)
+{
+    switch (e) {
+    case ENOMEM: return VG_ENOMEM;
+    case ENAMETOOLONG: return VG_EINVAL;
+    case ENOSPC: case EDQUOT: case EROFS: case EIO: return VG_EUNAVAIL;
+    default: return VG_ERR;
+    }
+}
+
+static bool write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return false;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Reads up to n bytes at off; fewer only at end of file. -1 on error. */
+static ssize_t pread_all(int fd, void *p, size_t n, off_t off)
+{
+    char *c = p;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, c + got, n - got, off + (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* fsync the directory holding path (relative to root). */
+static int fsync_parent(int root, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return fsync(root) == 0 ? VG_OK : errno_rc(errno);
+    char dir[KEY_MAX + 2];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int fd = openat(root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return errno_rc(errno);
+    int rc = fsync(fd) == 0 ? VG_OK : errno_rc(errno);
+    close(fd);
+    return rc;
+}
+
+/* mkdir -p of a relative path under root. A directory we create is
+ * fsynced into its parent, or a crash could lose the objects inside. */
+static int make_dirs(int root, char *path)
+{
+    for (char *p = path;; p++) {
+        if (*p && *p != '/')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        int rc = VG_OK;
+        if (mkdirat(root, path, DIR_MODE) == 0)
+            rc = fsync_parent(root, path);
+        else if (errno != EEXIST)
+            rc = errno_rc(errno);
+        *p = saved;
+        if (rc != VG_OK || !saved)
+            return rc;
+    }
+}
+
+/* ---- header codec ---- */
+
+static void put_be64(unsigned char *o, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        o[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Printable ASCII only: the value goes back out as a Content-Type. */
+static bool ctype_valid(const char *ct)
+{
+    size_t n = strlen(ct);
+    if (n == 0 || n > CTYPE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (ct[i] < 0x20 || ct[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static size_t hdr_encode(const obj_hdr *h, unsigned char out[HDR_MAX])
+{
+    size_t ctlen = strlen(h->ctype);
+    memcpy(out, magic, 8);
+    put_be64(out + 8, h->size);
+    put_be64(out + 16, h->modified_ms);
+    memcpy(out + 24, h->sha, 32);
+    out[56] = (unsigned char)ctlen;
+    memcpy(out + HDR_FIXED, h->ctype, ctlen);
+    return HDR_FIXED + ctlen;
+}
+
+static bool hdr_decode(const unsigned char *p, size_t n, obj_hdr *h)
+{
+    if (n < HDR_FIXED || memcmp(p, magic, 8) != 0)
+        return false;
+    size_t ctlen = p[56];
+    if (ctlen == 0 || ctlen > CTYPE_MAX || n < HDR_FIXED + ctlen)
+        return false;
+    h->size = get_be64(p + 8);
+    h->modified_ms = get_be64(p + 16);
+    memcpy(h->sha, p + 24, 32);
+    memcpy(h->ctype, p + HDR_FIXED, ctlen);
+    h->ctype[ctlen] = '\0';
+    h->len = HDR_FIXED + ctlen;
+    return ctype_valid(h->ctype);
+}
+
+static void hdr_info(const obj_hdr *h, vg_blob_info *info)
+{
+    if (!info)
+        return;
+    memset(info, 0, sizeof *info);
+    info->size = h->size;
+    info->modified_ms = h->modified_ms;
+    snprintf(info->content_type, sizeof info->content_type, "%s", h->ctype);
+    vg_hex_lower(h->sha, sizeof h->sha, info->etag);
+}
+
+/* ---- stats ---- */
+
+static void count(_Atomic uint64_t *c, uint64_t n) { atomic_fetch_add_explicit(c, n, memory_order_relaxed); }
+
+/* Caller mistakes are not store errors; everything else negative is. */
+static int tally(local_blob *lb, int rc)
+{
+    if (rc < 0 && rc != VG_EINVAL && rc != VG_ETOOBIG)
+        count(&lb->errors, 1);
+    return rc;
+}
+
+/* ---- put ---- */
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* A fresh temp file in dir; the name starts with '@' so it is never an
+ * object. The sequence starts at a random point per process, and
+ * O_EXCL settles the rare clash with another process sharing the tree. */
+static int create_tmp(local_blob *lb, int dir, char name[TMP_NAME])
+{
+    for (int tries = 0; tries < 16; tries++) {
+        uint64_t v = mix64(atomic_fetch_add(&lb->tmp_seq, 0x9e3779b97f4a7c15u));
+        snprintf(name, TMP_NAME, "@tmp-%016llx", (unsigned long long)v);
+        int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                        FILE_MODE);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
+static int write_tmp(local_blob *lb, int dir, char name[TMP_NAME], const unsigned char *hdr,
+                     size_t hlen, const void *data, size_t len)
+{
+    int fd = create_tmp(lb, dir, name);
+    if (fd < 0)
+        return errno_rc(errno);
+    int err = 0;
+    if (!write_all(fd, hdr, hlen) || !write_all(fd, data, len) || fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && !err)
+        err = errno;
+    if (err)
+        unlinkat(dir, name, 0);
+    return err ? errno_rc(err) : VG_OK;
+}
+
+/* The directory an object lives in, created on demand for puts. The
+ * common case (it exists) costs a single openat. */
+static int open_parent(local_blob *lb, const char *key, bool create, int *out)
+{
+    const char *slash = strrchr(key, '/');
+    if (!slash) {
+        *out = lb->root;
+        return VG_OK;
+    }
+    char dir[KEY_MAX + 1];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - key), key);
+    int fd = openat(lb->root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create) {
+        int rc = make_dirs(lb->root, dir);
+        if (rc != VG_OK)
+            return rc;
+        fd = openat(lb->root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return errno == ENOENT || errno == ENOTDIR ? VG_NOTFOUND : errno_rc(errno);
+    *out = fd;
+    return VG_OK;
+}
+
+static int put_checked(local_blob *lb, const char *key, const void *data, size_t len,
+                       const obj_hdr *h)
+{
+    unsigned char hdr[HDR_MAX];
+    size_t hlen = hdr_encode(h, hdr);
+    int dir;
+    int rc = open_parent(lb, key, true, &dir);
+    if (rc != VG_OK)
+        return rc == VG_NOTFOUND ? VG_ERR : rc;
+    const char *slash = strrchr(key, '/');
+    char leaf[NAME_MAX + 1], tmp[TMP_NAME];
+    obj_path(slash ? slash + 1 : key, leaf);
+    rc = write_tmp(lb, dir, tmp, hdr, hlen, data, len);
+    if (rc == VG_OK && renameat(dir, tmp, dir, leaf) != 0) {
+        rc = errno_rc(errno);
+        unlinkat(dir, tmp, 0);
+    }
+    if (rc == VG_OK && fsync(dir) != 0)
+        rc = errno_rc(errno);
+    if (dir != lb->root)
+        close(dir);
+    return rc;
+}
+
+static int local_put(vg_blob *b, const char *key, const void *data, size_t len,
+                     const char *ctype)
+{
+    local_blob *lb = (local_blob *)b;
+    if (!ctype || !*ctype)
+        ctype = "application/octet-stream";
+    if (!vg_blob_key_valid(key) || !key_fits_fs(key) || (len && !data) || !ctype_valid(ctype))
+        return VG_EINVAL;
+    if (len > OBJ_MAX)
+        return VG_ETOOBIG;
+    obj_hdr h = {.size = len, .modified_ms = vg_clock_ms()};
+    snprintf(h.ctype, sizeof h.ctype, "%s", ctype);
+    vg_sha256_raw(data, len, h.sha);
+    int rc = put_checked(lb, key, data, len, &h);
+    if (rc == VG_OK) {
+        count(&lb->puts, 1);
+        count(&lb->bytes_in, len);
+    }
+    return tally(lb, rc);
+}
+
+/* ---- get / head / del ---- */
+
+static int open_obj(local_blob *lb, const char *key, int *fd)
+{
+    if (!vg_blob_key_valid(key))
+        return VG_EINVAL;
+    if (!key_fits_fs(key))
+        return VG_NOTFOUND; /* put refuses such keys, so it cannot exist */
+    char path[KEY_MAX + 2];
+    obj_path(key, path);
+    *fd = openat(lb->root, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (*fd >= 0)
+        return VG_OK;
+    return errno == ENOENT || errno == ENOTDIR ? VG_NOTFOUND : errno_rc(errno);
+}
+
+/* Reads and checks the header, and that the file holds exactly the data
+ * it announces (a torn or foreign file is corrupt, not an object). */
+static int load_hdr(int fd, obj_hdr *h)
+{
+    unsigned char raw[HDR_MAX];
+    ssize_t n = pread_all(fd, raw, sizeof raw, 0);
+    if (n < 0)
+        return errno_rc(errno);
+    if (!hdr_decode(raw, (size_t)n, h))
+        return VG_ECORRUPT;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno_rc(errno);
+    if ((uint64_t)st.st_size < h->len || (uint64_t)st.st_size - h->len != h->size)
+        return VG_ECORRUPT;
+    return VG_OK;
+}
+
+static int read_data(int fd, const obj_hdr *h, vg_buf *out)
+{
+    if (h->size > OBJ_MAX)
+        return VG_ETOOBIG;
+    vg_buf_reset(out);
+    if (vg_buf_reserve(out, (size_t)h->size) != VG_OK)
+        return VG_ENOMEM;
+    ssize_t n = pread_all(fd, out->data, (size_t)h->size, (off_t)h->len);
+    if (n < 0)
+        return errno_rc(errno);
+    if ((uint64_t)n != h->size)
+        return VG_ECORRUPT; /* shrank under us: not something we ever do */
+    out->len = (size_t)n;
+    out->data[out->len] = '\0';
+    return VG_OK;
+}
+
+/* out is replaced, not appended to; on failure it is left empty. */
+static int local_get(vg_blob *b, const char *key, vg_buf *out, vg_blob_info *info)
+{
+    local_blob *lb = (local_blob *)b;
+    int fd;
+    int rc = open_obj(lb, key, &fd);
+    if (rc == VG_OK) {
+        obj_hdr h;
+        rc = load_hdr(fd, &h);
+        if (rc == VG_OK)
+            rc = read_data(fd, &h, out);
+        if (rc == VG_OK)
+            hdr_info(&h, info);
+        close(fd);
+    }
+    if (rc != VG_OK)
+        vg_buf_reset(out);
+    if (rc == VG_OK || rc == VG_NOTFOUND)
+        count(&lb->gets, 1);
+    if (rc == VG_OK)
+        count(&lb->bytes_out, out->len);
+    return tally(lb, rc);
+}
+
+static int local_head(vg_blob *b, const char *key, vg_blob_info *info)
+{
+    local_blob *lb = (local_blob *)b;
+    int fd;
+    int rc = open_obj(lb, key, &fd);
+    if (rc == VG_OK) {
+        obj_hdr h;
+        rc = load_hdr(fd, &h);
+        if (rc == VG_OK)
+            hdr_info(&h, info);
+        close(fd);
+    }
+    return tally(lb, rc);
+}
+
+static int local_del(vg_blob *b, const char *key)
+{
+    local_blob *lb = (local_blob *)b;
+    if (!vg_blob_key_valid(key))
+        return VG_EINVAL;
+    if (!key_fits_fs(key))
+        return VG_NOTFOUND;
+    char path[KEY_MAX + 2];
+    obj_path(key, path);
+    int rc = VG_OK;
+    if (unlinkat(lb->root, path, 0) != 0)
+        rc = errno == ENOENT || errno == ENOTDIR ? VG_NOTFOUND : errno_rc(errno);
+    if (rc == VG_OK)
+        count(&lb->deletes, 1);
+    return tally(lb, rc);
+}
+
+/* ---- ping, stats, close, open ---- */
+
+/* Creating and removing a file proves the directory is still there and
+ * writable (a removed root refuses new files). */
+static int local_ping(vg_blob *b)
+{
+    local_blob *lb = (local_blob *)b;
+    char name[TMP_NAME];
+    snprintf(name, sizeof name, "@probe-%016llx",
+             (unsigned long long)mix64(atomic_fetch_add(&lb->tmp_seq, 0x9e3779b97f4a7c15u)));
+    int fd = openat(lb->root, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                    FILE_MODE);
+    if (fd < 0)
+        return tally(lb, VG_EUNAVAIL);
+    close(fd);
+    return tally(lb, unlinkat(lb->root, name, 0) == 0 ? VG_OK : VG_EUNAVAIL);
+}
+
+static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+
+static void local_stats(vg_blob *b, vg_blob_stats *out)
+{
+    local_blob *lb = (local_blob *)b;
+    *out = (vg_blob_stats){.puts = load(&lb->puts), .gets = load(&lb->gets),
+                           .deletes = load(&lb->deletes), .errors = load(&lb->errors),
+                           .bytes_in = load(&lb->bytes_in), .bytes_out = load(&lb->bytes_out)};
+}
+
+static void local_close(vg_blob *b)
+{
+    local_blob *lb = (local_blob *)b;
+    close(lb->root);
+    free(lb);
+}
+
+static const vg_blob_ops local_ops = {
+    .name = "local",
+    .put = local_put,
+    .get = local_get,
+    .head = local_head,
+    .del = local_del,
+    .ping = local_ping,
+    .stats = local_stats,
+    .close = local_close,
+};
+
+/* mkdir -p for the root, which may be absolute or relative to the cwd. */
+static int mkdir_p(const char *dir)
+{
+    char *path = strdup(dir);
+    if (!path)
+        return ENOMEM;
+    int err = 0;
+    for (char *p = path + 1; !err; p++) {
+        if (*p && *p != '/')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(path, DIR_MODE) != 0 && errno != EEXIST)
+            err = errno;
+        *p = saved;
+        if (!saved)
+            break;
+    }
+    free(path);
+    return err;
+}
+
+static uint64_t random_seed(void)
+{
+    uint64_t v;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v)
+        return v;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 16);
+}
+
+int vg_blob_local_open(const char *dir, vg_blob **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!dir || !*dir) {
+        snprintf(err, errlen, "blob store: empty directory name");
+        return VG_EINVAL;
+    }
+    int e = mkdir_p(dir);
+    int root = e ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) {
+        snprintf(err, errlen, "blob store: cannot create or open %s: %s", dir,
+                 strerror(e ? e : errno));
+        return VG_EUNAVAIL;
+    }
+    local_blob *lb = calloc(1, sizeof *lb);
+    if (!lb) {
+        close(root);
+        snprintf(err, errlen, "blob store: out of memory");
+        return VG_ENOMEM;
+    }
+    lb->base.ops = &local_ops;
+    lb->root = root;
+    atomic_init(&lb->tmp_seq, random_seed());
+    *out = &lb->base;
+    return VG_OK;
+}
