@@ -27,7 +27,8 @@ import json, struct, sys, os
 d = sys.argv[1]
 res = {"text": "the quick brown fox jumps over the lazy dog " * 5, "language": "en", "duration_ms": 2140}
 s = json.dumps(res, separators=(",", ":"))
-s = s[:-1] + ',"pad":"' + "x" * (300 - len(s) - 10) + '"}'
+s = s[:-1] + ',"pad":""}'
+s = s[:-2] + "x" * (300 - len(s)) + '"}'
 assert len(s) == 300, len(s)
 open(os.path.join(d, "result.json"), "w").write(s)
 n = 32768 - 44
@@ -35,6 +36,7 @@ wav = b"RIFF" + struct.pack("<I", 36 + n) + b"WAVEfmt " + struct.pack("<IHHIIHH"
 open(os.path.join(d, "audio.wav"), "wb").write(wav)
 PY
 
+chmod -R a+rX "$work"
 NGINX_PORT=18081
 VG_PORT=18080
 cat > "$work/nginx/nginx.conf" <<NGX
