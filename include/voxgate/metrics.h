@@ -48,6 +48,9 @@ void vg_metrics_counter(const char *prom, const char *labels, const char *help,
                         const char *stats, vg_counter *c);
 void vg_metrics_gauge(const char *prom, const char *labels, const char *help,
                       const char *stats, vg_gauge_fn fn, void *ud);
+/* A counter whose value another module keeps (read via fn). */
+void vg_metrics_counter_fn(const char *prom, const char *labels, const char *help,
+                           const char *stats, vg_gauge_fn fn, void *ud);
 /* Rendered in Prometheus as a histogram in seconds; in /stats as
  * {count, p50_us, p99_us, mean_us} under the stats path. */
 void vg_metrics_hist(const char *prom, const char *labels, const char *help,

@@ -175,18 +175,18 @@ void vg_api_register_metrics(vg_app *app)
                      kv_bytes, app);
     vg_metrics_gauge("voxgate_cache_max_bytes", "tier=\"l2\"", "Configured bound.",
                      "cache.l2.max_bytes", kv_max_bytes, app);
-    vg_metrics_gauge("voxgate_cache_evictions", "tier=\"l1\"",
-                     "Entries evicted to make room (monotonic).", "cache.l1.evictions",
-                     l1_evictions, app);
-    vg_metrics_gauge("voxgate_cache_evictions", "tier=\"l2\"",
-                     "Entries evicted to make room (monotonic).", "cache.l2.evictions",
-                     kv_evictions, app);
-    vg_metrics_gauge("voxgate_cache_expired", "tier=\"l1\"",
-                     "Entries removed after their TTL (monotonic).", "cache.l1.expired",
-                     l1_expired, app);
-    vg_metrics_gauge("voxgate_cache_expired", "tier=\"l2\"",
-                     "Entries removed after their TTL (monotonic).", "cache.l2.expired",
-                     kv_expired, app);
+    vg_metrics_counter_fn("voxgate_cache_evictions_total", "tier=\"l1\"",
+                          "Entries evicted to make room.",
+                          "cache.l1.evictions", l1_evictions, app);
+    vg_metrics_counter_fn("voxgate_cache_evictions_total", "tier=\"l2\"",
+                          "Entries evicted to make room.",
+                          "cache.l2.evictions", kv_evictions, app);
+    vg_metrics_counter_fn("voxgate_cache_expired_total", "tier=\"l1\"",
+                          "Entries removed after their TTL.",
+                          "cache.l1.expired", l1_expired, app);
+    vg_metrics_counter_fn("voxgate_cache_expired_total", "tier=\"l2\"",
+                          "Entries removed after their TTL.",
+                          "cache.l2.expired", kv_expired, app);
     vg_metrics_counter("voxgate_cache_writes_total", "tier=\"l2\"", "Entries written.",
                        "cache.l2.writes", &app->m.l2_writes);
     vg_metrics_counter("voxgate_cache_write_errors_total", "tier=\"l2\"",

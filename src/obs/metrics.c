@@ -110,7 +110,9 @@ uint64_t vg_hist_count_le(const vg_hist *h, uint64_t le_us)
 /* ------------------------------------------------------------------ */
 /* Registry. */
 
-typedef enum { M_COUNTER, M_GAUGE, M_HIST, M_RATIO } metric_kind;
+/* M_COUNTER_FN: a monotonic count kept elsewhere (e.g. inside L1),
+ * read through a callback but typed as a counter for Prometheus. */
+typedef enum { M_COUNTER, M_COUNTER_FN, M_GAUGE, M_HIST, M_RATIO } metric_kind;
 
 typedef struct {
     metric_kind kind;
@@ -175,6 +177,12 @@ void vg_metrics_gauge(const char *prom, const char *labels, const char *help,
     reg_add(M_GAUGE, prom, labels, help, stats, (metric){.u.g = {fn, ud}});
 }
 
+void vg_metrics_counter_fn(const char *prom, const char *labels, const char *help,
+                           const char *stats, vg_gauge_fn fn, void *ud)
+{
+    reg_add(M_COUNTER_FN, prom, labels, help, stats, (metric){.u.g = {fn, ud}});
+}
+
 void vg_metrics_hist(const char *prom, const char *labels, const char *help,
                      const char *stats, vg_hist *h)
 {
@@ -211,7 +219,7 @@ static double ratio_value(const metric *m)
 
 static const char *prom_type(metric_kind k)
 {
-    return k == M_COUNTER ? "counter" : k == M_GAUGE ? "gauge" : "histogram";
+    return k == M_COUNTER || k == M_COUNTER_FN ? "counter" : k == M_GAUGE ? "gauge" : "histogram";
 }
 
 /* HELP text escapes only backslash and newline. */
@@ -372,6 +380,7 @@ static cJSON *json_value(const metric *m)
 {
     switch (m->kind) {
     case M_COUNTER: return cJSON_CreateNumber((double)vg_counter_get(m->u.c));
+    case M_COUNTER_FN:
     case M_GAUGE: return cJSON_CreateNumber(m->u.g.fn(m->u.g.ud));
     case M_HIST: return json_hist(m->u.h);
     case M_RATIO: return cJSON_CreateNumber(ratio_value(m));

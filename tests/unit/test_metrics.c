@@ -360,6 +360,26 @@ static void test_odd_values(void **state)
     free(s);
 }
 
+static double forty_two(void *ud) { return *(double *)ud; }
+
+/* A callback counter renders with TYPE counter and its current value. */
+static void test_counter_fn(void **state)
+{
+    double v = 42;
+    vg_metrics_counter_fn("x_evictions_total", "tier=\"l1\"", "Evicted.", "c.l1.evictions",
+                          forty_two, &v);
+    vg_buf b = {0};
+    assert_int_equal(vg_metrics_render_prom(&b), VG_OK);
+    assert_non_null(strstr(b.data, "# TYPE x_evictions_total counter\n"));
+    assert_non_null(strstr(b.data, "x_evictions_total{tier=\"l1\"} 42\n"));
+    promtool_check(b.data);
+    vg_buf_reset(&b);
+    v = 43;
+    assert_int_equal(vg_metrics_render_json(&b), VG_OK);
+    assert_string_equal(b.data, "{\"c\":{\"l1\":{\"evictions\":43}}}");
+    vg_buf_free(&b);
+}
+
 static void test_reset(void **state)
 {
     (void)state;
@@ -389,6 +409,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_nesting, reset, reset),
         cmocka_unit_test_setup_teardown(test_prom_exact, reset, reset),
         cmocka_unit_test_setup_teardown(test_odd_values, reset, reset),
+        cmocka_unit_test_setup_teardown(test_counter_fn, reset, reset),
         cmocka_unit_test_setup_teardown(test_reset, reset, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
