@@ -31,6 +31,11 @@ int vg_tts_meta_encode(vg_buf *out, const vg_tts_meta *m, const char *provider,
                        const char *language, const char *voice);
 int vg_tts_meta_decode(const char *val, size_t vlen, vg_tts_meta *m);
 
+/* Parse exactly one JSON value filling all of buf (whitespace around it
+ * allowed); NULL when the text is not that. The caller frees with
+ * cJSON_Delete. Declared with void to keep cJSON out of this header. */
+void *vg_json_parse_exact(const char *buf, size_t len);
+
 /* Strict "YYYY-MM-DDTHH:MM:SS.mmmZ" -> ms since the epoch. */
 int vg_parse_rfc3339_ms(const char *s, uint64_t *ms);
 

@@ -287,29 +287,18 @@ static void stt_get(vg_req *r, const cache_key *k)
     reply_miss(r);
 }
 
-static void trim(const char **p, size_t *n)
-{
-    while (*n && strchr(" \t\r\n", (*p)[0])) {
-        (*p)++;
-        (*n)--;
-    }
-    while (*n && strchr(" \t\r\n", (*p)[*n - 1]))
-        (*n)--;
-}
-
 static void stt_put(vg_req *r, const cache_key *k)
 {
     vg_app *app = vg_req_app(r);
     size_t n;
     const char *body = vg_req_body(r, &n);
-    trim(&body, &n);
     if (n == 0) {
         vg_reply_error(r, 400, "missing_body", "the body must be the JSON result");
         return;
     }
-    cJSON *doc = cJSON_ParseWithLength(body, n);
+    cJSON *doc = vg_json_parse_exact(body, n);
     if (!doc) {
-        vg_reply_error(r, 400, "invalid_json", "the body is not valid JSON");
+        vg_reply_error(r, 400, "invalid_json", "the body is not exactly one JSON value");
         return;
     }
     cJSON_Delete(doc);
@@ -383,6 +372,31 @@ static int tts_meta(vg_req *r, const cache_key *k, vg_tts_meta *m, uint64_t *exp
     return rc;
 }
 
+/* The audio of an entry, checked against its size and sha256. Missing or
+ * corrupt audio removes the entry and its blob: a miss, never a wrong
+ * answer. A store error is counted and is a miss too. */
+static int tts_audio(vg_req *r, const cache_key *k, const vg_tts_meta *m, vg_buf *audio)
+{
+    vg_app *app = vg_req_app(r);
+    vg_blob_info info;
+    int rc = vg_blob_get(app->blob, m->blob, audio, &info);
+    if (rc == VG_OK) {
+        char sha[VG_SHA256_HEX + 1];
+        vg_sha256_hex(audio->data ? audio->data : "", audio->len, sha);
+        if (audio->len == m->size && strcmp(sha, m->sha256) == 0)
+            return VG_OK;
+        rc = VG_ECORRUPT;
+    }
+    if (rc == VG_NOTFOUND || rc == VG_ECORRUPT) {
+        drop_corrupt(r, k, rc == VG_NOTFOUND ? "audio is missing" : "audio fails its check");
+        vg_blob_del(app->blob, m->blob);
+    } else {
+        vg_counter_inc(&app->m.blob_errors);
+    }
+    vg_buf_free(audio);
+    return rc;
+}
+
 static void tts_get(vg_req *r, const cache_key *k)
 {
     vg_app *app = vg_req_app(r);
@@ -393,24 +407,8 @@ static void tts_get(vg_req *r, const cache_key *k)
     }
     vg_tts_meta m;
     uint64_t exp = 0;
-    if (tts_meta(r, k, &m, &exp) != VG_OK) {
-        reply_miss(r);
-        return;
-    }
     vg_buf audio = {0};
-    vg_blob_info info;
-    int rc = vg_blob_get(app->blob, m.blob, &audio, &info);
-    char sha[VG_SHA256_HEX + 1] = "";
-    if (rc == VG_OK)
-        vg_sha256_hex(audio.data ? audio.data : "", audio.len, sha);
-    if (rc != VG_OK || audio.len != m.size || strcmp(sha, m.sha256) != 0) {
-        if (rc < 0 && rc != VG_NOTFOUND)
-            vg_counter_inc(&app->m.blob_errors);
-        if (rc == VG_OK || rc == VG_NOTFOUND) {
-            drop_corrupt(r, k, rc == VG_OK ? "audio fails its sha256" : "audio is missing");
-            vg_blob_del(app->blob, m.blob);
-        }
-        vg_buf_free(&audio);
+    if (tts_meta(r, k, &m, &exp) != VG_OK || tts_audio(r, k, &m, &audio) != VG_OK) {
         reply_miss(r);
         return;
     }
@@ -663,14 +661,20 @@ static void get_result(vg_req *r, bitem *b, vg_kv_op *ops, cJSON *o)
                       created, op->expires_at_ms);
             return;
         }
-        vg_blob_info info;
+        vg_buf audio = {0};
         if (b->k.parts.kind == VG_KIND_TTS &&
-            vg_tts_meta_decode(op->out.data, op->out.len, &m) == VG_OK &&
-            vg_blob_head(app->blob, m.blob, &info) == VG_OK) {
-            tts_hit_json(o, &b->k, m.content_type, m.size, m.sha256);
+            vg_tts_meta_decode(op->out.data, op->out.len, &m) == VG_OK) {
+            if (tts_audio(r, &b->k, &m, &audio) == VG_OK) {
+                vg_l1_put(app->l1, b->k.key, b->k.klen, audio.data, audio.len, m.content_type,
+                          m.sha256, m.created_ms, op->expires_at_ms);
+                tts_hit_json(o, &b->k, m.content_type, m.size, m.sha256);
+                vg_buf_free(&audio);
+            } else {
+                cJSON_AddFalseToObject(o, "hit");
+            }
             return;
         }
-        drop_corrupt(r, &b->k, "entry does not decode or its audio is missing");
+        drop_corrupt(r, &b->k, "entry does not decode");
     } else if (op->rc == VG_NOTFOUND) {
         vg_counter_inc(&app->m.l2.misses);
     } else {
@@ -786,7 +790,7 @@ void vg_api_cache_batch(vg_req *r)
     vg_app *app = vg_req_app(r);
     size_t len;
     const char *body = vg_req_body(r, &len);
-    cJSON *doc = cJSON_ParseWithLength(body, len);
+    cJSON *doc = vg_json_parse_exact(body, len);
     if (!doc || !cJSON_IsObject(doc)) {
         cJSON_Delete(doc);
         vg_reply_error(r, 400, "invalid_json", "the body must be a JSON object");

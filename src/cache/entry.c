@@ -31,6 +31,21 @@ int vg_parse_rfc3339_ms(const char *s, uint64_t *ms)
     return VG_OK;
 }
 
+void *vg_json_parse_exact(const char *buf, size_t len)
+{
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+    if (!doc)
+        return NULL;
+    for (; end && end < buf + len; end++) {
+        if (!strchr(" \t\r\n", *end) || *end == '\0') {
+            cJSON_Delete(doc);
+            return NULL;
+        }
+    }
+    return doc;
+}
+
 static int stt_prefix(vg_buf *out, const char *provider, const char *language, const char *ts)
 {
     return vg_buf_printf(out, "{\"provider\":\"%s\",\"language\":\"%s\",\"created_at\":\"%s\","
@@ -60,7 +75,7 @@ static const char *str_member(const cJSON *o, const char *name)
 int vg_stt_entry_decode(const char *val, size_t vlen, const char **result, size_t *rlen,
                         uint64_t *created_ms)
 {
-    cJSON *doc = cJSON_ParseWithLength(val, vlen);
+    cJSON *doc = vg_json_parse_exact(val, vlen);
     int rc = VG_ECORRUPT;
     if (!doc || !cJSON_IsObject(doc))
         goto out;
@@ -124,7 +139,7 @@ int vg_tts_meta_encode(vg_buf *out, const vg_tts_meta *m, const char *provider,
 
 int vg_tts_meta_decode(const char *val, size_t vlen, vg_tts_meta *m)
 {
-    cJSON *doc = cJSON_ParseWithLength(val, vlen);
+    cJSON *doc = vg_json_parse_exact(val, vlen);
     int rc = VG_ECORRUPT;
     if (!doc || !cJSON_IsObject(doc))
         goto out;

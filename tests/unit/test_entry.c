@@ -7,6 +7,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include "voxgate/entry.h"
 
 static void stt_round_trip_exact(void **state)
@@ -101,12 +103,27 @@ static void content_types(void **state)
     assert_false(vg_content_type_valid("audio/\"x\""));
 }
 
+static void parse_exact(void **state)
+{
+    const char *good[] = {"1", " {\"a\":1}\n", "[1,2]", "\"x\"", "null\r\n\t "};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        void *d = vg_json_parse_exact(good[i], strlen(good[i]));
+        assert_non_null(d);
+        cJSON_Delete(d);
+    }
+    const char *bad[] = {"", " ", "{\"a\":1} {\"b\":2}", "{\"a\":1}x", "[1,2]]", "\"x\" \"y\"", "1 2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_null(vg_json_parse_exact(bad[i], strlen(bad[i])));
+    /* An embedded NUL after the value is not whitespace. */
+    assert_null(vg_json_parse_exact("1\0", 2));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(stt_round_trip_exact), cmocka_unit_test(stt_corrupt),
         cmocka_unit_test(tts_round_trip), cmocka_unit_test(rfc3339),
-        cmocka_unit_test(content_types),
+        cmocka_unit_test(content_types), cmocka_unit_test(parse_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
