@@ -73,7 +73,7 @@ static const opt main_opts[] = {
           "Name of the env var holding comma-separated admin keys; empty = none."),
     {"metrics_public", T_BOOL, offsetof(vg_config, metrics_public),
      MEMBER_SIZE(vg_config, metrics_public), 0, 1, "false", NULL,
-     "Serve /metrics without an API key."},
+     "Serve /stats and /metrics without an admin key."},
 
     O_INT("limits.max_body_bytes", T_U64, limits.max_body_bytes, 1, TIB, "26214400",
           "Largest request body accepted (25 MiB)."),

@@ -102,7 +102,9 @@ static bool text_hash_field(vg_app *app, field_fn get, void *src, key_err *e,
     if ((uint64_t)n > app->cfg->limits.max_tts_chars) {
         char lim[24];
         snprintf(lim, sizeof lim, "%u", app->cfg->limits.max_tts_chars);
-        return fail(e, "text_too_long", "text is over %s characters", lim);
+        fail(e, "text_too_long", "text is over %s characters", lim);
+        e->status = 413; /* SPEC §3: oversized input is a 413 */
+        return false;
     }
     vg_sha256_hex(text, strlen(text), out);
     return true;
@@ -520,9 +522,10 @@ static const char *json_field(void *src, const char *name)
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(js->o, name);
     if (!it)
         return NULL;
-    if (cJSON_IsString(it))
+    bool ttl = strcmp(name, "ttl_s") == 0;
+    if (cJSON_IsString(it) && !ttl)
         return it->valuestring;
-    if (strcmp(name, "ttl_s") == 0 && cJSON_IsNumber(it) && it->valuedouble >= 0 &&
+    if (ttl && cJSON_IsNumber(it) && it->valuedouble >= 0 &&
         it->valuedouble < 1e15 && it->valuedouble == (double)(uint64_t)it->valuedouble) {
         snprintf(js->num, sizeof js->num, "%llu", (unsigned long long)it->valuedouble);
         return js->num;
@@ -543,15 +546,16 @@ typedef struct bitem {
     vg_buf val;          /* SET: the encoded entry */
 } bitem;
 
-static const char *const item_fields[] = {"kind", "provider", "language", "audio_hash", "voice",
-                                          "text_hash", "text", "format", NULL};
+/* The same fields the query API takes for that kind, and nothing else. */
+static const char *const stt_fields = " kind provider language audio_hash format ";
+static const char *const tts_fields = " kind provider language voice text_hash text format ";
 
-static bool item_fields_ok(const cJSON *o, bkind what, key_err *e)
+static bool item_fields_ok(const cJSON *o, vg_kind kind, bkind what, key_err *e)
 {
     for (const cJSON *c = o->child; c; c = c->next) {
         bool ok = what == B_SET && (!strcmp(c->string, "result") || !strcmp(c->string, "ttl_s"));
-        for (size_t i = 0; !ok && item_fields[i]; i++)
-            ok = strcmp(c->string, item_fields[i]) == 0;
+        if (!ok)
+            ok = vg_route_query_allowed(kind == VG_KIND_TTS ? tts_fields : stt_fields, c->string);
         if (!ok)
             return fail(e, "unknown_field", "unknown field '%.64s'", c->string);
     }
@@ -563,13 +567,13 @@ static bool item_parse(vg_app *app, const cJSON *o, bitem *b)
     key_err *e = &b->err;
     if (!cJSON_IsObject(o))
         return fail(e, "invalid_item", "each item must be an object%s", "");
-    if (!item_fields_ok(o, b->what, e))
-        return false;
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
     const char *ks = cJSON_IsString(kind) ? kind->valuestring : "";
     vg_kind k = strcmp(ks, "tts") == 0 ? VG_KIND_TTS : VG_KIND_STT;
     if (strcmp(ks, "stt") != 0 && strcmp(ks, "tts") != 0)
         return fail(e, "invalid_parameter", "kind must be \"stt\" or \"tts\"%s", "");
+    if (!item_fields_ok(o, k, b->what, e))
+        return false;
     if (b->what == B_SET && k != VG_KIND_STT)
         return fail(e, "invalid_parameter", "set items are stt only%s", "");
     json_src js = {.o = o};

@@ -36,7 +36,8 @@ void vg_api_ready(vg_req *r)
     vg_buf b = {0};
     vg_buf_puts(&b, "{\"checks\":{");
     uint64_t t0 = vg_mono_ns();
-    bool ok = check(&b, "cache", app->kv->ops->name, vg_kv_ping(app->kv), t0, true);
+    /* The kv check is named after its backend ("lmdb", "redis"). */
+    bool ok = check(&b, app->kv->ops->name, app->kv->ops->name, vg_kv_ping(app->kv), t0, true);
     t0 = vg_mono_ns();
     ok &= check(&b, "storage", app->blob->ops->name, vg_blob_ping(app->blob), t0, false);
     vg_buf_printf(&b, "},\"status\":\"%s\"}", ok ? "ready" : "unavailable");

@@ -7,8 +7,8 @@
 #define TTS_Q "provider language voice text_hash text format ttl_s"
 
 const vg_route vg_routes[] = {
-    {VG_M_GET, "/health", vg_api_health, VG_AUTH_OPEN, 0, NULL, NULL},
-    {VG_M_GET, "/ready", vg_api_ready, VG_AUTH_OPEN, 0, NULL, NULL},
+    {VG_M_GET | VG_M_HEAD, "/health", vg_api_health, VG_AUTH_OPEN, 0, NULL, NULL},
+    {VG_M_GET | VG_M_HEAD, "/ready", vg_api_ready, VG_AUTH_OPEN, 0, NULL, NULL},
     {VG_M_GET, "/stats", vg_api_stats, VG_AUTH_METRICS, 0, NULL, NULL},
     {VG_M_GET, "/metrics", vg_api_metrics, VG_AUTH_METRICS, 0, NULL, NULL},
     {VG_M_GET | VG_M_HEAD | VG_M_DELETE, "/v1/cache/stt", vg_api_cache_stt, VG_AUTH_API, 0,

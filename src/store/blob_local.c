@@ -30,6 +30,7 @@
 #include "voxgate/blob.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
@@ -54,9 +55,17 @@
 
 static const char magic[8] = {'V', 'G', 'B', 'L', 'O', 'B', '1', '\n'};
 
+/* Roots replaced by ping are kept open until close: another thread may
+ * still be using one, and closing it could hand its number to a new file. */
+#define MAX_RETIRED 16
+
 typedef struct local_blob {
     vg_blob base;
-    int root;
+    _Atomic int root;
+    char *path;
+    pthread_mutex_t reopen_mu;
+    int retired[MAX_RETIRED];
+    size_t nretired;
     _Atomic uint64_t tmp_seq;
     _Atomic uint64_t puts, gets, deletes, errors, bytes_in, bytes_out;
 } local_blob;
@@ -335,21 +344,23 @@ static int write_tmp(local_blob *lb, int dir, char name[TMP_NAME], const unsigne
 
 /* The directory an object lives in, created on demand for puts. The
  * common case (it exists) costs a single openat. */
-static int open_parent(local_blob *lb, const char *key, bool create, int *out)
+static int root_of(local_blob *lb) { return atomic_load(&lb->root); }
+
+static int open_parent(int root, const char *key, bool create, int *out)
 {
     const char *slash = strrchr(key, '/');
     if (!slash) {
-        *out = lb->root;
+        *out = root;
         return VG_OK;
     }
     char dir[KEY_MAX + 1];
     snprintf(dir, sizeof dir, "%.*s", (int)(slash - key), key);
-    int fd = openat(lb->root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT && create) {
-        int rc = make_dirs(lb->root, dir);
+        int rc = make_dirs(root, dir);
         if (rc != VG_OK)
             return rc;
-        fd = openat(lb->root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        fd = openat(root, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     }
     if (fd < 0)
         return errno == ENOENT || errno == ENOTDIR ? VG_NOTFOUND : errno_rc(errno);
@@ -362,8 +373,8 @@ static int put_checked(local_blob *lb, const char *key, const void *data, size_t
 {
     unsigned char hdr[HDR_MAX];
     size_t hlen = hdr_encode(h, hdr);
-    int dir;
-    int rc = open_parent(lb, key, true, &dir);
+    int dir, root = root_of(lb);
+    int rc = open_parent(root, key, true, &dir);
     if (rc != VG_OK)
         return rc == VG_NOTFOUND ? VG_ERR : rc;
     const char *slash = strrchr(key, '/');
@@ -376,7 +387,7 @@ static int put_checked(local_blob *lb, const char *key, const void *data, size_t
     }
     if (rc == VG_OK && fsync(dir) != 0)
         rc = errno_rc(errno);
-    if (dir != lb->root)
+    if (dir != root)
         close(dir);
     return rc;
 }
@@ -412,7 +423,7 @@ static int open_obj(local_blob *lb, const char *key, int *fd)
         return VG_NOTFOUND; /* put refuses such keys, so it cannot exist */
     char path[KEY_MAX + 2];
     obj_path(key, path);
-    *fd = openat(lb->root, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    *fd = openat(root_of(lb), path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (*fd >= 0)
         return VG_OK;
     return errno == ENOENT || errno == ENOTDIR ? VG_NOTFOUND : errno_rc(errno);
@@ -502,7 +513,7 @@ static int local_del(vg_blob *b, const char *key)
     char path[KEY_MAX + 2];
     obj_path(key, path);
     int rc = VG_OK;
-    if (unlinkat(lb->root, path, 0) != 0)
+    if (unlinkat(root_of(lb), path, 0) != 0)
         rc = errno == ENOENT || errno == ENOTDIR ? VG_NOTFOUND : errno_rc(errno);
     if (rc == VG_OK)
         count(&lb->deletes, 1);
@@ -511,20 +522,47 @@ static int local_del(vg_blob *b, const char *key)
 
 /* ---- ping, stats, close, open ---- */
 
+/* The root directory was removed or replaced since we opened it (an
+ * operator restored it, say): open the path again so the store recovers
+ * without a restart. Entries whose audio went with the old directory
+ * become misses on their own. False when no directory is at the path. */
+static bool reopen_root(local_blob *lb)
+{
+    struct stat held, now;
+    int root = root_of(lb);
+    /* A missing root is not recreated: if data_dir was a mount that went
+     * away, writing into a fresh directory would put audio on the wrong
+     * disk. It stays unready until an operator restores it. */
+    bool same = stat(lb->path, &now) == 0 && fstat(root, &held) == 0 &&
+                held.st_dev == now.st_dev && held.st_ino == now.st_ino;
+    if (same)
+        return true;
+    pthread_mutex_lock(&lb->reopen_mu);
+    int fd = lb->nretired < MAX_RETIRED ? open(lb->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (fd >= 0 && atomic_compare_exchange_strong(&lb->root, &root, fd))
+        lb->retired[lb->nretired++] = root;
+    else if (fd >= 0)
+        close(fd);
+    pthread_mutex_unlock(&lb->reopen_mu);
+    return fd >= 0;
+}
+
 /* Creating and removing a file proves the directory is still there and
  * writable (a removed root refuses new files). */
 static int local_ping(vg_blob *b)
 {
     local_blob *lb = (local_blob *)b;
+    if (!reopen_root(lb))
+        return tally(lb, VG_EUNAVAIL); /* nothing usable at the configured path */
+    int root = root_of(lb);
     char name[TMP_NAME];
     snprintf(name, sizeof name, "@probe-%016llx",
              (unsigned long long)mix64(atomic_fetch_add(&lb->tmp_seq, 0x9e3779b97f4a7c15u)));
-    int fd = openat(lb->root, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                    FILE_MODE);
+    int fd = openat(root, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
     if (fd < 0)
         return tally(lb, VG_EUNAVAIL);
     close(fd);
-    return tally(lb, unlinkat(lb->root, name, 0) == 0 ? VG_OK : VG_EUNAVAIL);
+    return tally(lb, unlinkat(root, name, 0) == 0 ? VG_OK : VG_EUNAVAIL);
 }
 
 static uint64_t load(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
@@ -540,7 +578,11 @@ static void local_stats(vg_blob *b, vg_blob_stats *out)
 static void local_close(vg_blob *b)
 {
     local_blob *lb = (local_blob *)b;
-    close(lb->root);
+    close(root_of(lb));
+    for (size_t i = 0; i < lb->nretired; i++)
+        close(lb->retired[i]);
+    pthread_mutex_destroy(&lb->reopen_mu);
+    free(lb->path);
     free(lb);
 }
 
@@ -608,7 +650,15 @@ int vg_blob_local_open(const char *dir, vg_blob **out, char *err, size_t errlen)
         return VG_ENOMEM;
     }
     lb->base.ops = &local_ops;
-    lb->root = root;
+    lb->path = strdup(dir);
+    if (!lb->path) {
+        close(root);
+        free(lb);
+        snprintf(err, errlen, "blob store: out of memory");
+        return VG_ENOMEM;
+    }
+    pthread_mutex_init(&lb->reopen_mu, NULL);
+    atomic_init(&lb->root, root);
     atomic_init(&lb->tmp_seq, random_seed());
     *out = &lb->base;
     return VG_OK;

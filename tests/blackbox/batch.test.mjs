@@ -293,6 +293,29 @@ describe('POST /v1/cache/batch', { timeout: 120000 }, () => {
     assert.equal((await getEntry(vg, { ...ttsItem('mixed', 1) })).status, 404);
   });
 
+  test('an item takes exactly its kind\'s query fields; ttl_s must be a JSON integer', async () => {
+    const r = await batchOk(vg, {
+      get: [
+        { ...sttItem('strict', 1), voice: 'v' },               // tts field on stt
+        { ...sttItem('strict', 2), text: 'zz' },
+        { ...ttsItem('strict', 1), audio_hash: hex64('x') },   // stt field on tts
+        sttItem('strict', 3),
+      ],
+      set: [
+        { ...sttItem('strict', 4), result: 1, ttl_s: '60' },   // a string, not an integer
+        { ...sttItem('strict', 5), result: 1, ttl_s: 60 },
+      ],
+    });
+    assertItemError(r.get[0], 'hit', 'unknown_field', 'stt with voice');
+    assertItemError(r.get[1], 'hit', 'unknown_field', 'stt with text');
+    assertItemError(r.get[2], 'hit', 'unknown_field', 'tts with audio_hash');
+    assert.deepEqual(r.get[3], { hit: false });
+    assertItemError(r.set[0], 'ok', 'invalid_ttl', 'ttl_s as a string');
+    assert.deepEqual(r.set[1], { ok: true });
+    const check = await batchOk(vg, { get: [sttItem('strict', 4), sttItem('strict', 5)] });
+    assert.deepEqual(check.get, [{ hit: false }, { hit: true, result: 1 }]);
+  });
+
   test('an empty batch answers three empty lists', async () => {
     assert.deepEqual(await batchOk(vg, {}), { get: [], set: [], delete: [] });
     assert.deepEqual(await batchOk(vg, { get: [], set: [], delete: [] }), { get: [], set: [], delete: [] });

@@ -286,7 +286,7 @@ describe('cache-aside query API', { timeout: 120000 }, () => {
     assert.ok(g2.buf.equals(audio2));
   });
 
-  test('TTS text and text_hash together is 400; text over limits.max_tts_chars is 400 text_too_long', async () => {
+  test('TTS text and text_hash together is 400; text over limits.max_tts_chars is 413 text_too_long (SPEC §3: oversized input)', async () => {
     const s0 = await stats(vg);
     const both = { provider: 'openai', language: 'en', voice: 'v', text: 'abc', text_hash: sha256('abc') };
     assertError(await putTts(vg, both, randomBytes(10)), 400, null, 'PUT text+text_hash');
@@ -294,8 +294,8 @@ describe('cache-aside query API', { timeout: 120000 }, () => {
 
     const long = 'a'.repeat(MAX_TTS_CHARS + 1);
     const k = { provider: 'openai', language: 'en', voice: 'v', text: long };
-    assertError(await putTts(vg, k, randomBytes(10)), 400, 'text_too_long', 'PUT long text');
-    assertError(await req(vg, 'GET', ttsPath(k)), 400, 'text_too_long', 'GET long text');
+    assertError(await putTts(vg, k, randomBytes(10)), 413, 'text_too_long', 'PUT long text');
+    assertError(await req(vg, 'GET', ttsPath(k)), 413, 'text_too_long', 'GET long text');
     const s1 = await stats(vg);
     assert.equal(s1.cache.l2.writes, s0.cache.l2.writes, 'nothing written');
     assertMiss(await req(vg, 'GET', ttsPath({ ...k, text: undefined, text_hash: sha256(long) })));

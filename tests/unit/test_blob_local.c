@@ -299,6 +299,34 @@ static void ping(void **state)
     assert_int_not_equal(vg_blob_put(f->b, "x", "x", 1, NULL), VG_OK);
 }
 
+/* A root that was moved away and replaced by a new directory is picked
+ * up by ping, so the store recovers without a restart. */
+static void root_replaced(void **state)
+{
+    fixture *f = *state;
+    char root[300], moved[320];
+    snprintf(root, sizeof root, "%s/store/nested", f->dir);
+    snprintf(moved, sizeof moved, "%s/store/old", f->dir);
+    assert_int_equal(vg_blob_put(f->b, "a", "1", 1, NULL), VG_OK);
+    assert_int_equal(rename(root, moved), 0);
+    assert_int_equal(vg_blob_ping(f->b), VG_EUNAVAIL); /* nothing at the path */
+    FILE *fp = fopen(root, "w"); /* a regular file where the directory was */
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(vg_blob_ping(f->b), VG_EUNAVAIL);
+    assert_int_equal(remove(root), 0);
+    assert_int_equal(mkdir(root, 0750), 0);
+    assert_int_equal(vg_blob_ping(f->b), VG_OK);
+    vg_buf out = {0};
+    vg_blob_info info;
+    assert_int_equal(vg_blob_get(f->b, "a", &out, &info), VG_NOTFOUND); /* old dir's object */
+    assert_int_equal(vg_blob_put(f->b, "b", "2", 1, NULL), VG_OK);
+    char path[400];
+    snprintf(path, sizeof path, "%s/b@", root);
+    assert_int_equal(access(path, F_OK), 0); /* written into the new directory */
+    vg_buf_free(&out);
+}
+
 static void stats(void **state)
 {
     fixture *f = *state;
@@ -384,6 +412,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(head_info, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_files, setup, teardown),
         cmocka_unit_test_setup_teardown(ping, setup, teardown),
+        cmocka_unit_test_setup_teardown(root_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(stats, setup, teardown),
         cmocka_unit_test_setup_teardown(no_temp_files_left, setup, teardown),
         cmocka_unit_test_setup_teardown(open_errors, setup, teardown),
