@@ -93,18 +93,23 @@ describe('/health, /ready, /stats, /metrics', () => {
     assert.ok(b > a, `${a} → ${b}`);
   });
 
-  it('/ready → 200 {status:"ready", checks:{cache, storage}} with ok and latency_ms', async () => {
+  it('/ready → 200 {status:"ready", checks:{lmdb, storage}} with ok and latency_ms; HEAD too', async () => {
     const r = await getJson(`${vg.url}/ready`);
     assert.equal(r.status, 200, r.text);
     assert.match(r.headers.get('content-type'), /^application\/json/);
     assert.equal(r.json.status, 'ready');
-    for (const c of ['cache', 'storage']) {
+    assert.deepEqual(Object.keys(r.json.checks).sort(), ['lmdb', 'storage']);
+    assert.equal(r.json.checks.lmdb.backend, 'lmdb'); // the kv check is named after its backend
+    for (const c of ['lmdb', 'storage']) {
       const ch = r.json.checks[c];
       assert.equal(ch.ok, true, `${c}: ${r.text}`);
       assert.ok(isNum(ch.latency_ms) && ch.latency_ms >= 0, `${c}.latency_ms`);
       assert.equal(typeof ch.backend, 'string');
     }
     assert.equal(r.headers.get('retry-after'), null);
+    const h = await fetch(`${vg.url}/ready`, { method: 'HEAD' });
+    assert.equal(h.status, 200);
+    assert.equal((await h.arrayBuffer()).byteLength, 0);
   });
 
   it('/stats has the documented shape', async () => {
@@ -207,7 +212,7 @@ describe('/ready when storage fails', () => {
     assert.notEqual(r.json.status, 'ready');
     assert.equal(r.json.checks.storage.ok, false);
     assert.ok(isNum(r.json.checks.storage.latency_ms));
-    assert.equal(r.json.checks.cache.ok, true);
+    assert.equal(r.json.checks.lmdb.ok, true);
     assert.match(r.headers.get('retry-after') || '', /^\d+$/);
     // liveness is unaffected
     assert.equal((await getJson(`${vg.url}/health`)).status, 200);
