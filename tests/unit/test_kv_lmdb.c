@@ -307,7 +307,7 @@ static void test_eviction_order(void **state)
         assert_int_equal(stats(f->kv).evictions, (uint64_t)i + 1);
     }
     /* 40 bytes need two victims. */
-    assert_int_equal(set_s(f->kv, "zz", "0123456789012345678901234567890123456789" + 2, 0),
+    assert_int_equal(set_s(f->kv, "zz", &"0123456789012345678901234567890123456789"[2], 0),
                      VG_OK);
     assert_int_equal(get_rc(f->kv, "ff"), VG_NOTFOUND);
     assert_int_equal(get_rc(f->kv, "gg"), VG_NOTFOUND);
