@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 DUR=${1:-10}
 CONN=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-1}
+# voxgate gets as many HTTP threads as nginx has workers (1), so both
+# servers have the same CPU; the second core runs wrk.
+VG_THREADS=${BENCH_VG_THREADS:-1}
 bash scripts/deps.sh build
 for p in wrk nginx-light curl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
@@ -56,7 +59,7 @@ http {
 NGX
 nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 
-VOXGATE_LISTEN=127.0.0.1:$VG_PORT VOXGATE_DATA_DIR=$work/data VOXGATE_LOG_LEVEL=info \
+VOXGATE_THREADS=$VG_THREADS VOXGATE_LISTEN=127.0.0.1:$VG_PORT VOXGATE_DATA_DIR=$work/data VOXGATE_LOG_LEVEL=info \
   ./build-bench/voxgate >"$work/voxgate.log" 2>&1 &
 VG_PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$VG_PORT/health" >/dev/null && break; sleep 0.05; done
@@ -94,4 +97,4 @@ for obj in json wav; do
 done
 rss_load=$(awk '/VmRSS/ {print $2}' /proc/$VG_PID/status)
 echo "voxgate RSS: idle ${rss_idle} KiB (target <= 10240), after load ${rss_load} KiB"
-echo "settings: wrk -t$THREADS -c$CONN -d${DUR}s; voxgate log level info (stdout to a file)"
+echo "settings: wrk -t$THREADS -c$CONN -d${DUR}s; nginx 1 worker; voxgate $VG_THREADS thread(s), log level info (stdout to a file)"

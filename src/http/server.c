@@ -499,7 +499,7 @@ static void log_access(vg_req *r, enum MHD_RequestTerminationCode toe)
         VG_LS("method", r->method_name),
         VG_LS("path", r->path),
         VG_LU("status", r->status),
-        VG_LD("duration_ms", (double)us / 1000.0),
+        VG_LMS("duration_ms", us),
         VG_LU("bytes", r->resp_bytes),
         VG_LS("cache", r->cache_tag),
         VG_LS("provider", r->provider),
@@ -571,11 +571,12 @@ int vg_http_start(vg_app *app, const vg_route *routes, size_t nroutes, char *err
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (unsigned)n : 1;
     }
-    /* MHD's own read buffer must hold the request line and headers;
-     * sized above our limits so ours answer first, with JSON. */
-    size_t mem = 2 * ((size_t)cfg->limits.max_header_bytes + cfg->limits.max_url_bytes) + 8192;
-    if (mem < 64 * 1024)
-        mem = 64 * 1024;
+    /* MHD's per-connection pool must hold the request line and headers,
+     * sized just above our limits so ours answer first, with JSON. No
+     * bigger: MHD zeroes the whole pool for every request. */
+    size_t mem = (size_t)cfg->limits.max_header_bytes + cfg->limits.max_url_bytes + 8192;
+    if (mem < 16 * 1024)
+        mem = 16 * 1024;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC |
                      MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6)

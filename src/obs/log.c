@@ -101,6 +101,14 @@ static void lw_i64(lw *w, int64_t v)
 
 /* Shortest of %.15g / %.17g that reads back as the same double, so 0.1
  * prints as 0.1 yet nothing is lost. JSON has no NaN or infinity. */
+static void lw_micros_as_ms(lw *w, uint64_t us)
+{
+    static const char digits[] = "0123456789";
+    lw_u64(w, us / 1000);
+    char frac[4] = {'.', digits[us / 100 % 10], digits[us / 10 % 10], digits[us % 10]};
+    lw_put(w, frac, 4);
+}
+
 static void lw_dbl(lw *w, double d)
 {
     if (!isfinite(d)) {
@@ -202,6 +210,7 @@ static void lw_field(lw *w, const vg_log_field *f)
     case VG_LF_UINT: lw_u64(w, f->v.u); break;
     case VG_LF_DBL: lw_dbl(w, f->v.d); break;
     case VG_LF_BOOL: lw_str(w, f->v.b ? "true" : "false"); break;
+    case VG_LF_MICROS: lw_micros_as_ms(w, f->v.u); break;
     default: lw_put(w, "null", 4); break;
     }
 }

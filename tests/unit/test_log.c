@@ -89,14 +89,16 @@ static void test_render_every_type(void **state)
         VG_LS("route", "/v1/tts"), VG_LS("skipped", NULL), VG_LI("neg", -42),
         VG_LI("min", INT64_MIN), VG_LU("max", UINT64_MAX), VG_LD("ms", 1.5),
         VG_LD("tenth", 0.1), VG_LD("nan", NAN), VG_LD("inf", -INFINITY),
-        VG_LB("hit", true), VG_LB("stale", false),
+        VG_LB("hit", true), VG_LB("stale", false), VG_LMS("d0", 0), VG_LMS("d1", 42),
+        VG_LMS("d2", 1234), VG_LMS("d3", 5000001),
     };
     char *line = render("req-1", "served", f, VG_ARRAY_LEN(f));
     assert_string_equal(line,
         "{\"ts\":\"2026-11-24T08:01:02.345Z\",\"level\":\"info\",\"msg\":\"served\","
         "\"request_id\":\"req-1\",\"route\":\"/v1/tts\",\"neg\":-42,"
         "\"min\":-9223372036854775808,\"max\":18446744073709551615,\"ms\":1.5,"
-        "\"tenth\":0.1,\"nan\":null,\"inf\":null,\"hit\":true,\"stale\":false}");
+        "\"tenth\":0.1,\"nan\":null,\"inf\":null,\"hit\":true,\"stale\":false,"
+        "\"d0\":0.000,\"d1\":0.042,\"d2\":1.234,\"d3\":5000.001}");
     cJSON *j = parse_line(line, strlen(line));
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "nan")));
     assert_null(cJSON_GetObjectItem(j, "skipped"));
