@@ -5,24 +5,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { startVoxgate, stopVoxgate, cleanup, sha256, hex64 } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, sha256, hex64, qs, req } from './lib.mjs';
 
 // ---- helpers (local to this file) ----
-
-function qs(params) {
-  return Object.entries(params)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
-    .join('&');
-}
-
-async function req(vg, method, path, { body, headers = {} } = {}) {
-  const r = await fetch(new URL(path, vg.url), { method, body, headers });
-  const buf = Buffer.from(await r.arrayBuffer());
-  let json;
-  try { json = JSON.parse(buf.toString('utf8')); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, buf, text: buf.toString('utf8'), json };
-}
 
 const JSONH = { 'Content-Type': 'application/json' };
 const bearer = (key) => (key ? { Authorization: `Bearer ${key}` } : {});

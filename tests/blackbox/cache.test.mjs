@@ -5,29 +5,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { startVoxgate, stopVoxgate, cleanup, rawRequest, sha256, hex64 } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, rawRequest, sha256, hex64, qs, req, sleep } from './lib.mjs';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MAX_TTS_CHARS = 10;
 const DEFAULT_MAX_TTL_S = 2592000;
 
 // ---- helpers (local to this file) ----
-
-// Query string with %20 for spaces (never '+'), keys in the given order.
-function qs(params) {
-  return Object.entries(params)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
-    .join('&');
-}
-
-async function req(vg, method, path, { body, headers = {} } = {}) {
-  const r = await fetch(vg.url + path, { method, body, headers });
-  const buf = Buffer.from(await r.arrayBuffer());
-  let json;
-  try { json = JSON.parse(buf.toString('utf8')); } catch { /* not JSON */ }
-  return { status: r.status, headers: r.headers, buf, text: buf.toString('utf8'), json };
-}
 
 const sttPath = (p) => `/v1/cache/stt?${typeof p === 'string' ? p : qs(p)}`;
 const ttsPath = (p) => `/v1/cache/tts?${typeof p === 'string' ? p : qs(p)}`;

@@ -5,9 +5,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { startVoxgate, stopVoxgate, cleanup, rawRequest, waitForLog, hex64 } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, rawRequest, waitForLog, hex64, getJson, sleep } from './lib.mjs';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const HEX32 = /^[0-9a-f]{32}$/;
 const TS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 // ASan builds are several times slower: every bound here is generous.
@@ -107,14 +106,6 @@ function canConnect(port) {
     s.once('connect', () => { s.destroy(); resolve(true); });
     s.once('error', () => resolve(false));
   });
-}
-
-async function getJson(url, init) {
-  const res = await fetch(url, init);
-  const text = await res.text();
-  let json;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { res, status: res.status, headers: res.headers, text, json };
 }
 
 // Every error: JSON {"error":{"code","message","request_id"}} with the

@@ -30,7 +30,7 @@ export function tempDir(prefix = 'voxgate-bb-') {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Start voxgate. opts: { config (object), env (object), dataDir, port, args }
 export async function startVoxgate(opts = {}) {
@@ -141,4 +141,31 @@ export function rawRequest(port, chunks, { timeoutMs = 3000, gapMs = 0 } = {}) {
 
 export function hex64(seed) {
   return sha256(String(seed));
+}
+
+// Query string with %20 for spaces (never '+'); undefined values left out.
+export function qs(params) {
+  return Object.entries(params)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
+    .join('&');
+}
+
+// One request to a started voxgate; the body is read whole and parsed as
+// JSON when it is JSON. Returns { status, headers, buf, text, json }.
+export async function req(vg, method, path, { body, headers = {} } = {}) {
+  const r = await fetch(new URL(path, vg.url), { method, body, headers });
+  const buf = Buffer.from(await r.arrayBuffer());
+  let json;
+  try { json = JSON.parse(buf.toString('utf8')); } catch { /* not JSON */ }
+  return { status: r.status, headers: r.headers, buf, text: buf.toString('utf8'), json };
+}
+
+// fetch(url) with the body read as text and parsed as JSON when it is.
+export async function getJson(url, init) {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { res, status: res.status, headers: res.headers, text, json };
 }

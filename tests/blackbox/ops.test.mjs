@@ -6,18 +6,9 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, startVoxgate, stopVoxgate, cleanup, hex64 } from './lib.mjs';
+import { BIN, startVoxgate, stopVoxgate, cleanup, hex64, getJson, sleep } from './lib.mjs';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const SLOW = 20000;
-
-async function getJson(url, init) {
-  const res = await fetch(url, init);
-  const text = await res.text();
-  let json;
-  try { json = JSON.parse(text); } catch { json = undefined; }
-  return { res, status: res.status, headers: res.headers, text, json };
-}
 
 async function stopAndCheck(vg) {
   if (!vg) return;

@@ -5,24 +5,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { startVoxgate, stopVoxgate, cleanup, waitForLog, sha256, hex64 } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, waitForLog, sha256, hex64, qs, req, sleep } from './lib.mjs';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- helpers (local to this file) ----
-
-function qs(params) {
-  return Object.entries(params)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)
-    .join('&');
-}
-
-async function req(vg, method, path, { body, headers = {} } = {}) {
-  const r = await fetch(vg.url + path, { method, body, headers });
-  const buf = Buffer.from(await r.arrayBuffer());
-  return { status: r.status, headers: r.headers, buf, text: buf.toString('utf8') };
-}
 
 const sttPath = (k) => `/v1/cache/stt?${qs(k)}`;
 const ttsPath = (k) => `/v1/cache/tts?${qs(k)}`;
