@@ -145,19 +145,25 @@ void vg_reply_ref(vg_req *r, unsigned status, const char *ctype, const void *dat
     queue(r, status, resp, ctype, len, hdrs, nh);
 }
 
+/* {"error":{"code","message","request_id"}} */
+static void error_body(vg_buf *b, const char *code, const char *msg, const char *id)
+{
+    vg_buf_puts(b, "{\"error\":{\"code\":");
+    vg_buf_json_str(b, code, strlen(code));
+    vg_buf_puts(b, ",\"message\":");
+    vg_buf_json_str(b, msg, strlen(msg));
+    vg_buf_puts(b, ",\"request_id\":");
+    vg_buf_json_str(b, id, strlen(id));
+    vg_buf_puts(b, "}}");
+}
+
 static void reply_error_v(vg_req *r, unsigned status, const char *code, const vg_header *hdrs,
                           size_t nh, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     vg_buf b = {0};
-    vg_buf_puts(&b, "{\"error\":{\"code\":");
-    vg_buf_json_str(&b, code, strlen(code));
-    vg_buf_puts(&b, ",\"message\":");
-    vg_buf_json_str(&b, msg, strlen(msg));
-    vg_buf_puts(&b, ",\"request_id\":");
-    vg_buf_json_str(&b, r->id, strlen(r->id));
-    vg_buf_puts(&b, "}}");
+    error_body(&b, code, msg, r->id);
     r->error_code = code;
     vg_reply_buf(r, status, "application/json", &b, hdrs, nh);
     vg_buf_free(&b);
@@ -365,14 +371,11 @@ static void send_raw_413(vg_req *r)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char text[96];
+    snprintf(text, sizeof text, "request body is over %llu bytes",
+             (unsigned long long)r->body_limit);
     vg_buf body = {0}, msg = {0};
-    vg_buf_printf(&body, "request body is over %llu bytes", (unsigned long long)r->body_limit);
-    char *text = body.data ? strdup(body.data) : NULL;
-    vg_buf_reset(&body);
-    vg_buf_puts(&body, "{\"error\":{\"code\":\"body_too_large\",\"message\":");
-    vg_buf_json_str(&body, text ? text : "", text ? strlen(text) : 0);
-    vg_buf_printf(&body, ",\"request_id\":\"%s\"}}", r->id);
-    free(text);
+    error_body(&body, "body_too_large", text, r->id);
     vg_buf_printf(&msg, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
                         "Content-Type: application/json\r\nX-Request-ID: %s\r\n"
                         "Content-Length: %zu\r\n\r\n",
