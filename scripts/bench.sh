@@ -98,3 +98,77 @@ done
 rss_load=$(awk '/VmRSS/ {print $2}' /proc/$VG_PID/status)
 echo "voxgate RSS: idle ${rss_idle} KiB (target <= 10240), after load ${rss_load} KiB"
 echo "settings: wrk -t$THREADS -c$CONN -d${DUR}s; nginx 1 worker; voxgate $VG_THREADS thread(s), log level info (stdout to a file)"
+
+# ---- Redis tier and rate limits (issue 4): SPEC §7 ----
+# L2 hit: a second voxgate on Redis whose L1 keeps nothing (max_item_bytes
+# 1), so every GET is GET+PTTL in Redis, against redis-benchmark GET of the
+# same value with the same client count. Rate-limit check: POST
+# /v1/ratelimit/check (gcra, a limit never reached) against
+# redis-benchmark EVALSHA of the same script with the same arguments; the
+# server-side p99 is voxgate's own requests.latency on a fresh instance.
+for p in redis-server redis-tools; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server redis-tools >/dev/null; break; }
+done
+RPORT=18379
+redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no --loglevel warning >"$work/redis.log" 2>&1 &
+for _ in $(seq 100); do redis-cli -p $RPORT ping >/dev/null 2>&1 && break; sleep 0.05; done
+R="redis-cli -p $RPORT"
+vg_redis() { # port -> starts voxgate on Redis, L1 effectively off
+  VOXGATE_THREADS=$VG_THREADS VOXGATE_LISTEN=127.0.0.1:$1 VOXGATE_DATA_DIR=$work/data-$1 VOXGATE_LOG_LEVEL=warn \
+    VOXGATE_REDIS_URL=redis://127.0.0.1:$RPORT VOXGATE_CACHE_L1_MAX_ITEM_BYTES=1 ./build-bench/voxgate >"$work/voxgate-$1.log" 2>&1 &
+  for _ in $(seq 100); do curl -sf "127.0.0.1:$1/health" >/dev/null && break; sleep 0.05; done
+}
+RB_N=${BENCH_REDIS_REQUESTS:-200000}
+rb() { # redis-benchmark args... -> req/s
+  redis-benchmark -p $RPORT -c "$CONN" -n "$RB_N" -P 1 --csv "$@" 2>/dev/null | tail -1 | cut -d, -f2 | tr -d '"'
+}
+vg_redis 18083
+python3 - "$work/www" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+s = json.dumps({"text": "x" * (32768 - 11)}, separators=(",", ":"))
+assert len(s) == 32768, len(s)
+open(os.path.join(d, "result32k.json"), "w").write(s)
+PY
+echo
+printf '%-22s %12s %10s %10s\n' 'L2 (Redis) hit' 'req/s' p50 p99
+for obj in result.json result32k.json; do
+  h=$(sha256sum "$work/www/$obj" | cut -d' ' -f1)
+  u="/v1/cache/stt?provider=bench&language=en&audio_hash=$h"
+  key=$(curl -sf -X PUT "127.0.0.1:18083$u" -H 'Content-Type: application/json' --data-binary @"$work/www/$obj" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  curl -sI "127.0.0.1:18083$u" | grep -qi 'x-cache-tier: l2'
+  read -r v_rps v_p50 v_p99 < <(run "http://127.0.0.1:18083$u")
+  r_rps=$(rb GET "$key")
+  printf '%-22s %12s %10s %10s\n' "$obj voxgate" "$v_rps" "$v_p50" "$v_p99"
+  printf '%-22s %12s\n' "$obj redis GET" "$r_rps"
+  awk -v v="$v_rps" -v r="$r_rps" -v o="$obj" 'BEGIN {printf "ratio %-15s voxgate L2 / redis GET = %.2f (target >= 0.80)\n", o, v / r}'
+done
+
+vg_redis 18084
+BODY='{"key":"bench","limit":1000000,"window_ms":1000,"algorithm":"gcra"}'
+cat > "$work/check.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+# The script's SHA as voxgate sends it, seen through MONITOR.
+$R monitor >"$work/monitor.out" 2>&1 &
+MON=$!
+sleep 0.2
+curl -sf -X POST 127.0.0.1:18084/v1/ratelimit/check -H 'Content-Type: application/json' -d "$BODY" >/dev/null
+sleep 0.2
+kill $MON 2>/dev/null || true
+SHA=$(grep -o '"EVALSHA" "[0-9a-f]*"' "$work/monitor.out" | head -1 | cut -d'"' -f4)
+wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$work/check.lua" http://127.0.0.1:18084/v1/ratelimit/check >"$work/wrk.out" 2>&1
+read -r c_rps c_p50 c_p99 < <(awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}' "$work/wrk.out")
+srv_p99=$(curl -sf 127.0.0.1:18084/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"]["latency"]["p99_us"])')
+e_rps=$(rb EVALSHA "$SHA" 1 voxgate:rl:gcra:bench 1000 1000000 1 0)
+echo
+printf '%-22s %12s %10s %10s\n' 'ratelimit check' 'req/s' p50 p99
+printf '%-22s %12s %10s %10s\n' 'voxgate HTTP' "$c_rps" "$c_p50" "$c_p99"
+printf '%-22s %12s\n' 'redis EVALSHA' "$e_rps"
+awk -v v="$c_rps" -v r="$e_rps" 'BEGIN {printf "ratio check voxgate / redis EVALSHA = %.2f (target >= 0.80)\n", v / r}'
+echo "server-side p99 of the check run: ${srv_p99} us (target <= 200)"
+echo "settings: redis-benchmark -c$CONN -n$RB_N -P 1; voxgate $VG_THREADS thread(s) on Redis, L1 max_item_bytes 1"

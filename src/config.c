@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "voxgate/keys.h"
+#include "voxgate/redis.h"
 #include "voxgate/util.h"
 
 /* How a value is stored and validated. All string kinds live in a char
@@ -31,6 +32,8 @@ typedef enum {
     T_BOOL,
     T_U32,
     T_U64,
+    T_REDIS_URL, /* empty, or what vg_redis_url_parse accepts; dumped without its password */
+    T_RATE,    /* a fraction in (0, 1], stored as double (circuit breakers) */
 } opt_type;
 
 typedef struct opt {
@@ -116,6 +119,99 @@ static const opt main_opts[] = {
     O_STR("cache.lmdb.sync", T_ENUM, cache.lmdb.sync, "meta", "full|meta|none",
           "LMDB durability: full = fsync every commit, meta = MDB_NOMETASYNC, "
           "none = MDB_NOSYNC (flushed by the sweeper)."),
+
+    /* Circuit breakers (issue 5): the settings of every provider's breaker
+     * unless providers.<name>.breaker overrides them. */
+    O_INT("breakers.failure_threshold", T_U32, breakers.defaults.failure_threshold, 1, 1000000,
+          "5", "Consecutive failures (5xx, timeouts, connection errors) that open a breaker."),
+    O_INT("breakers.failure_rate_threshold", T_RATE, breakers.defaults.failure_rate_threshold,
+          0, 1, "0.5",
+          "Failure rate over the sliding window that opens a breaker (0 < rate <= 1)."),
+    O_INT("breakers.window_size", T_U32, breakers.defaults.window_size, 1,
+          VG_BREAKER_MAX_WINDOW, "20",
+          "Calls in the sliding window (the last N recorded); >= breakers.min_calls."),
+    O_INT("breakers.min_calls", T_U32, breakers.defaults.min_calls, 1, VG_BREAKER_MAX_WINDOW,
+          "10", "Calls the window must hold before the failure rate can open a breaker."),
+    O_INT("breakers.recovery_timeout_ms", T_U32, breakers.defaults.recovery_timeout_ms, 1,
+          86400000, "30000", "How long a breaker stays open before it lets probes through."),
+    O_INT("breakers.half_open_max_calls", T_U32, breakers.defaults.half_open_max_calls, 1,
+          VG_BREAKER_MAX_PROBES, "1", "Probe calls let through per half-open period."),
+    O_INT("breakers.success_threshold", T_U32, breakers.defaults.success_threshold, 1,
+          VG_BREAKER_MAX_PROBES, "1",
+          "Successful probes that close a half-open breaker; <= breakers.half_open_max_calls."),
+    O_INT("breakers.call_timeout_ms", T_U32, breakers.defaults.call_timeout_ms, 1, 86400000,
+          "30000", "A probe permit never recorded expires after this long, as a timeout."),
+    O_INT("breakers.max_count", T_U32, breakers.max_count, 0, 100000, "1000",
+          "Breakers the gating API may create for providers not configured; then 429."),
+
+    /* Object storage and the Files API (issue 8). */
+    O_STR("s3.endpoint", T_STR, s3.endpoint, "", NULL,
+          "S3 API base URL (http:// or https://); set = audio and files in S3, "
+          "empty = the local blob directory."),
+    O_STR("s3.public_endpoint", T_STR, s3.public_endpoint, "", NULL,
+          "Base URL presigned URLs are signed for (the host clients reach); empty = s3.endpoint."),
+    O_STR("s3.bucket", T_STR, s3.bucket, "voxgate", NULL,
+          "Bucket name (3-63 of [a-z0-9.-])."),
+    O_STR("s3.region", T_STR, s3.region, "us-east-1", NULL, "Region used in signatures."),
+    O_STR("s3.access_key_env", T_ENVNAME, s3.access_key_env, "VOXGATE_S3_ACCESS_KEY", NULL,
+          "Name of the env var holding the access key id."),
+    O_STR("s3.secret_key_env", T_ENVNAME, s3.secret_key_env, "VOXGATE_S3_SECRET_KEY", NULL,
+          "Name of the env var holding the secret access key."),
+    O_STR("s3.session_token_env", T_ENVNAME, s3.session_token_env, "", NULL,
+          "Name of the env var holding a session token; empty = none."),
+    {"s3.path_style", T_BOOL, offsetof(vg_config, s3.path_style),
+     MEMBER_SIZE(vg_config, s3.path_style), 0, 1, "true", NULL,
+     "Address objects as endpoint/bucket/key (MinIO); false = bucket.host/key (AWS)."},
+    {"s3.create_bucket", T_BOOL, offsetof(vg_config, s3.create_bucket),
+     MEMBER_SIZE(vg_config, s3.create_bucket), 0, 1, "false", NULL,
+     "Create the bucket at start when it does not exist."},
+    O_INT("s3.connect_timeout_ms", T_U32, s3.connect_timeout_ms, 1, 600000, "2000",
+          "Bound on connecting to the S3 endpoint."),
+    O_INT("s3.timeout_ms", T_U32, s3.timeout_ms, 1, 3600000, "10000",
+          "Bound on one whole S3 operation."),
+    O_INT("s3.max_idle_connections", T_U32, s3.max_idle_connections, 1, 1024, "16",
+          "Idle S3 connections kept open for reuse."),
+    O_STR("files.url_key_env", T_ENVNAME, files.url_key_env, "", NULL,
+          "Name of the env var holding the key that signs local-store file URLs; empty = "
+          "a key generated at first start in data_dir/url-signing.key."),
+    O_STR("files.public_url", T_STR, files.public_url, "", NULL,
+          "Base of signed local-store file URLs (https://voxgate.example); "
+          "empty = http:// plus the request's Host."),
+
+    /* Redis tier and rate limiting (issue 4). */
+    O_STR("redis_url", T_REDIS_URL, redis_url, "", NULL,
+          "redis://[user:pass@]host:port[/db] or unix:///path; set = Redis L2 and "
+          "rate-limit state instead of LMDB and in-process."),
+    O_INT("redis.connect_timeout_ms", T_U32, redis.connect_timeout_ms, 1, 60000, "500",
+          "Bound on connecting to Redis (AUTH and SELECT included)."),
+    O_INT("redis.command_timeout_ms", T_U32, redis.command_timeout_ms, 1, 60000, "250",
+          "Bound on each read and write of a Redis round trip."),
+    O_INT("redis.backoff_base_ms", T_U32, redis.backoff_base_ms, 1, 60000, "100",
+          "First pause after a Redis failure; doubles per failure, with jitter."),
+    O_INT("redis.backoff_max_ms", T_U32, redis.backoff_max_ms, 1, 600000, "5000",
+          "Longest pause between Redis reconnection attempts; >= redis.backoff_base_ms."),
+    O_STR("ratelimit.fail_mode", T_ENUM, ratelimit.fail_mode, "open", "open|closed",
+          "When the limiter's store is down: open = allow (counted as fail_open), "
+          "closed = 503."),
+    O_INT("ratelimit.max_keys", T_U32, ratelimit.max_keys, 1, 100000000, "100000",
+          "Keys the in-process limiter holds (lapsed ones are reclaimed first)."),
+    O_STR("ratelimit.client_policy", T_STR, ratelimit.client_policy, "", NULL,
+          "Policy (in ratelimit.policies) limiting every /v1 request per API key; \"\" = none."),
+};
+
+/* Options of one entry of "ratelimit.policies", relative to vg_policy_conf. */
+static const opt policy_opts[] = {
+    {"limit", T_U32, offsetof(vg_policy_conf, limit), MEMBER_SIZE(vg_policy_conf, limit), 1,
+     1000000, "100", NULL, "Checks (units of cost) allowed per window."},
+    {"window_ms", T_U64, offsetof(vg_policy_conf, window_ms),
+     MEMBER_SIZE(vg_policy_conf, window_ms), 1, 2678400000ull, "1000", NULL,
+     "Length of the window."},
+    {"algorithm", T_ENUM, offsetof(vg_policy_conf, algorithm),
+     MEMBER_SIZE(vg_policy_conf, algorithm), 0, 0, "sliding_log", "sliding_log|gcra",
+     "sliding_log (exact sliding window) or gcra (bursts up to limit)."},
+    {"fail_mode", T_ENUM, offsetof(vg_policy_conf, fail_mode),
+     MEMBER_SIZE(vg_policy_conf, fail_mode), 0, 0, "open", "open|closed",
+     "When the store is down: open = allow (counted), closed = deny (503)."},
 };
 
 /* Options of one entry of "providers", relative to vg_provider_conf. */
@@ -123,6 +219,21 @@ static const opt provider_opts[] = {
     {"cache_epoch", T_U32, offsetof(vg_provider_conf, cache_epoch),
      MEMBER_SIZE(vg_provider_conf, cache_epoch), 0, UINT32_MAX, "0", NULL,
      "Part of every cache key of this provider; bump it to invalidate them all."},
+    /* Circuit breaker overrides (issue 5). No default (NULL): an option
+     * the provider leaves out inherits breakers.* in vg_config_finish. */
+#define O_PBRK(p, t, m, hi)                                                                  \
+    {"breaker." p, t, offsetof(vg_provider_conf, breaker.m),                                 \
+     MEMBER_SIZE(vg_provider_conf, breaker.m), 1, hi, NULL, NULL,                             \
+     "This provider's breakers." p "; unset = breakers." p "."}
+    O_PBRK("failure_threshold", T_U32, failure_threshold, 1000000),
+    O_PBRK("failure_rate_threshold", T_RATE, failure_rate_threshold, 1),
+    O_PBRK("window_size", T_U32, window_size, VG_BREAKER_MAX_WINDOW),
+    O_PBRK("min_calls", T_U32, min_calls, VG_BREAKER_MAX_WINDOW),
+    O_PBRK("recovery_timeout_ms", T_U32, recovery_timeout_ms, 86400000),
+    O_PBRK("half_open_max_calls", T_U32, half_open_max_calls, VG_BREAKER_MAX_PROBES),
+    O_PBRK("success_threshold", T_U32, success_threshold, VG_BREAKER_MAX_PROBES),
+    O_PBRK("call_timeout_ms", T_U32, call_timeout_ms, 86400000),
+#undef O_PBRK
 };
 
 #define PATH_CAP 512
@@ -303,6 +414,14 @@ static int set_text(void *base, const opt *o, const char *s, const char *where, 
         if (!choice_valid(o->choices, s))
             return fail(err, errlen, where, "expected one of %s", o->choices);
         break;
+    case T_REDIS_URL: {
+        vg_redis_url u;
+        char why[160];
+        /* why starts with "redis_url: "; the path says that already. */
+        if (*s && vg_redis_url_parse(s, &u, why, sizeof why) != VG_OK)
+            return fail(err, errlen, where, "%s", strchr(why, ' ') ? strchr(why, ' ') + 1 : why);
+        break;
+    }
     default:
         break;
     }
@@ -315,7 +434,32 @@ static int set_text(void *base, const opt *o, const char *s, const char *where, 
     return 0;
 }
 
-static bool is_text(opt_type t) { return t != T_BOOL && t != T_U32 && t != T_U64; }
+/* ---- T_RATE (circuit breakers, issue 5) ---- */
+
+static int set_rate(void *base, const opt *o, double v, const char *where, char *err,
+                    size_t errlen)
+{
+    if (!(v > 0.0 && v <= 1.0)) /* also refuses NaN */
+        return fail(err, errlen, where, "out of range (expected a number > 0 and <= 1)");
+    *(double *)field(base, o) = v;
+    return 0;
+}
+
+static int set_rate_string(void *base, const opt *o, const char *s, const char *where,
+                           char *err, size_t errlen)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = *s && !isspace((unsigned char)*s) ? strtod(s, &end) : NAN;
+    if (!end || *end || errno == ERANGE || !isfinite(v))
+        return fail(err, errlen, where, "expected number");
+    return set_rate(base, o, v, where, err, errlen);
+}
+
+static bool is_text(opt_type t)
+{
+    return t != T_BOOL && t != T_U32 && t != T_U64 && t != T_RATE;
+}
 
 /* Parse a value written as text: defaults and environment variables. */
 static int set_from_string(void *base, const opt *o, const char *s, const char *where,
@@ -323,6 +467,8 @@ static int set_from_string(void *base, const opt *o, const char *s, const char *
 {
     if (is_text(o->type))
         return set_text(base, o, s, where, err, errlen);
+    if (o->type == T_RATE)
+        return set_rate_string(base, o, s, where, err, errlen);
     if (o->type == T_BOOL) {
         bool v;
         if (!strcasecmp(s, "true") || !strcmp(s, "1"))
@@ -348,6 +494,11 @@ static int set_from_json(void *base, const opt *o, const cJSON *it, const char *
             return fail(err, errlen, where, "expected string");
         return set_text(base, o, it->valuestring, where, err, errlen);
     }
+    if (o->type == T_RATE) {
+        if (!cJSON_IsNumber(it))
+            return fail(err, errlen, where, "expected number");
+        return set_rate(base, o, it->valuedouble, where, err, errlen);
+    }
     if (o->type == T_BOOL) {
         if (!cJSON_IsBool(it))
             return fail(err, errlen, where, "expected boolean");
@@ -367,7 +518,8 @@ static int set_from_json(void *base, const opt *o, const cJSON *it, const char *
 static void set_defaults(void *base, const opt *tab, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        set_from_string(base, &tab[i], tab[i].def, tab[i].path, NULL, 0);
+        if (tab[i].def) /* NULL: inherited, filled in by vg_config_finish */
+            set_from_string(base, &tab[i], tab[i].def, tab[i].path, NULL, 0);
 }
 
 void vg_config_defaults(vg_config *cfg)
@@ -434,6 +586,7 @@ static bool seen_before(const cJSON *obj, const cJSON *child)
 static int walk_object(walk *w, void *base, const opt *tab, size_t n, size_t root_len,
                        const cJSON *obj);
 static int walk_providers(walk *w, const cJSON *obj);
+static int walk_policies(walk *w, const cJSON *obj);
 
 static int walk_member(walk *w, void *base, const opt *tab, size_t n, size_t root_len,
                        const cJSON *obj, const cJSON *c)
@@ -450,6 +603,8 @@ static int walk_member(walk *w, void *base, const opt *tab, size_t n, size_t roo
         rc = set_from_json(base, o, c, w->path, w->err, w->errlen);
     else if (tab == main_opts && !strcmp(rel, "providers"))
         rc = walk_providers(w, c);
+    else if (tab == main_opts && !strcmp(rel, "ratelimit.policies"))
+        rc = walk_policies(w, c);
     else if (is_group(tab, n, rel))
         rc = walk_object(w, base, tab, n, root_len, c);
     else
@@ -514,6 +669,56 @@ static int walk_providers(walk *w, const cJSON *obj)
         if (walk_provider(w, obj, c) != 0)
             return -1;
     return 0;
+}
+
+/* ---- ratelimit.policies (issue 4): a map of name -> policy_opts ---- */
+
+static vg_policy_conf *policy_slot(vg_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->ratelimit.n_policies; i++)
+        if (!strcmp(cfg->ratelimit.policies[i].name, name))
+            return &cfg->ratelimit.policies[i];
+    if (cfg->ratelimit.n_policies >= VG_MAX_POLICIES)
+        return NULL;
+    vg_policy_conf *p = &cfg->ratelimit.policies[cfg->ratelimit.n_policies++];
+    memset(p, 0, sizeof *p);
+    set_defaults(p, policy_opts, VG_ARRAY_LEN(policy_opts));
+    snprintf(p->name, sizeof p->name, "%s", name);
+    return p;
+}
+
+static int walk_policies(walk *w, const cJSON *obj)
+{
+    if (!cJSON_IsObject(obj))
+        return fail(w->err, w->errlen, w->path, "expected object");
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        size_t saved;
+        const char *name = c->string ? c->string : "";
+        (void)push(w, name, &saved);
+        int rc;
+        vg_policy_conf *p;
+        if (!vg_ident_valid(name))
+            rc = fail(w->err, w->errlen, w->path,
+                      "invalid policy name (expected [A-Za-z0-9_.-]{1,64})");
+        else if (seen_before(obj, c))
+            rc = fail(w->err, w->errlen, w->path, "duplicate key");
+        else if (!(p = policy_slot(w->cfg, name)))
+            rc = fail(w->err, w->errlen, w->path, "too many policies (max %d)", VG_MAX_POLICIES);
+        else
+            rc = walk_object(w, p, policy_opts, VG_ARRAY_LEN(policy_opts), strlen(w->path), c);
+        pop(w, saved);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+const vg_policy_conf *vg_config_policy(const vg_config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->ratelimit.n_policies; i++)
+        if (!strcmp(cfg->ratelimit.policies[i].name, name))
+            return &cfg->ratelimit.policies[i];
+    return NULL;
 }
 
 /* 1-based line and column of byte off, for humans reading the message. */
@@ -657,6 +862,14 @@ int vg_config_apply_env(vg_config *cfg, const char *(*getenv_fn)(const char *), 
                       get, err, errlen))
             return -1;
     }
+    for (size_t i = 0; i < tmp.ratelimit.n_policies; i++) { /* issue 4 */
+        char prefix[128], up[80];
+        envify(tmp.ratelimit.policies[i].name, up, sizeof up);
+        snprintf(prefix, sizeof prefix, ENV_PREFIX "RATELIMIT_POLICIES_%s_", up);
+        if (env_table(&tmp.ratelimit.policies[i], policy_opts, VG_ARRAY_LEN(policy_opts),
+                      prefix, get, err, errlen))
+            return -1;
+    }
     memcpy(cfg, &tmp, sizeof tmp);
     return 0;
 }
@@ -716,6 +929,38 @@ static int check_le(uint64_t v, const char *what, uint64_t limit, const char *li
                 (unsigned long long)limit, (unsigned long long)v);
 }
 
+static bool url_base_ok(const char *u)
+{
+    size_t n = strlen(u);
+    size_t scheme = !strncmp(u, "http://", 7) ? 7 : !strncmp(u, "https://", 8) ? 8 : 0;
+    return scheme && n > scheme && u[scheme] != '/' && u[n - 1] != '/' &&
+           !strpbrk(u, " ?#\t\r\n");
+}
+
+/* Object storage (issue 8): checked only where it matters. */
+static int s3_checks(const vg_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->files.public_url[0] && !url_base_ok(cfg->files.public_url))
+        return fail(err, errlen, "files.public_url", "expected http(s)://host[:port][/path], "
+                                                      "no trailing '/'");
+    if (!cfg->s3.endpoint[0])
+        return 0;
+    if (!url_base_ok(cfg->s3.endpoint))
+        return fail(err, errlen, "s3.endpoint", "expected http(s)://host[:port], no trailing '/'");
+    if (cfg->s3.public_endpoint[0] && !url_base_ok(cfg->s3.public_endpoint))
+        return fail(err, errlen, "s3.public_endpoint",
+                    "expected http(s)://host[:port], no trailing '/'");
+    size_t n = strlen(cfg->s3.bucket);
+    if (n < 3 || n > 63 || strspn(cfg->s3.bucket, "abcdefghijklmnopqrstuvwxyz0123456789.-") != n)
+        return fail(err, errlen, "s3.bucket", "expected 3-63 characters of [a-z0-9.-]");
+    if (!cfg->s3.region[0] || !vg_ident_valid(cfg->s3.region))
+        return fail(err, errlen, "s3.region", "expected [A-Za-z0-9_.-]{1,64}");
+    if (!cfg->s3.access_key_env[0] || !cfg->s3.secret_key_env[0])
+        return fail(err, errlen, cfg->s3.access_key_env[0] ? "s3.secret_key_env" : "s3.access_key_env",
+                    "must name an environment variable when s3.endpoint is set");
+    return 0;
+}
+
 static int cross_checks(const vg_config *cfg, char *err, size_t errlen)
 {
     if (!cfg->data_dir[0])
@@ -730,6 +975,14 @@ static int cross_checks(const vg_config *cfg, char *err, size_t errlen)
         check_le(cfg->cache.l1.max_item_bytes, "cache.l1.max_item_bytes",
                  cfg->cache.l1.max_bytes, "cache.l1.max_bytes", err, errlen))
         return -1;
+    if (cfg->ratelimit.client_policy[0] && !vg_config_policy(cfg, cfg->ratelimit.client_policy))
+        return fail(err, errlen, "ratelimit.client_policy", "no policy '%.64s' in ratelimit.policies",
+                    cfg->ratelimit.client_policy);
+    if (cfg->redis.backoff_max_ms < cfg->redis.backoff_base_ms)
+        return fail(err, errlen, "redis.backoff_max_ms", "must be >= redis.backoff_base_ms (%u)",
+                    cfg->redis.backoff_base_ms);
+    if (s3_checks(cfg, err, errlen) != 0)
+        return -1;
     /* One variable for both would make every API client an admin. */
     if (cfg->admin_keys_env[0] && !strcmp(cfg->api_keys_env, cfg->admin_keys_env))
         return fail(err, errlen, "admin_keys_env", "must differ from api_keys_env");
@@ -743,11 +996,70 @@ static int load_keys(const char *var, const char *(*get)(const char *), char ***
     return var[0] ? split_keys(get(var), keys, n) : 0;
 }
 
+/* ---- circuit breakers (issue 5): inheritance and cross-field checks ---- */
+
+static void breaker_inherit(vg_breaker_settings *s, const vg_breaker_settings *d)
+{
+#define INHERIT(f) if (!s->f) s->f = d->f
+    INHERIT(failure_threshold);
+    INHERIT(failure_rate_threshold);
+    INHERIT(window_size);
+    INHERIT(min_calls);
+    INHERIT(recovery_timeout_ms);
+    INHERIT(half_open_max_calls);
+    INHERIT(success_threshold);
+    INHERIT(call_timeout_ms);
+#undef INHERIT
+}
+
+/* where: "breakers" or "providers.NAME.breaker"; ranges are the table's. */
+static int breaker_check(const vg_breaker_settings *s, const char *where, char *err,
+                         size_t errlen)
+{
+    char path[PATH_CAP + 32]; /* where plus the longest field name */
+    if (s->window_size < s->min_calls) {
+        snprintf(path, sizeof path, "%s.window_size", where);
+        return fail(err, errlen, path, "must be >= min_calls (%u), got %u", s->min_calls,
+                    s->window_size);
+    }
+    if (s->success_threshold > s->half_open_max_calls) {
+        snprintf(path, sizeof path, "%s.success_threshold", where);
+        return fail(err, errlen, path, "must be <= half_open_max_calls (%u), got %u",
+                    s->half_open_max_calls, s->success_threshold);
+    }
+    return 0;
+}
+
+static int breakers_finish(vg_config *cfg, char *err, size_t errlen)
+{
+    if (breaker_check(&cfg->breakers.defaults, "breakers", err, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        char where[PATH_CAP];
+        snprintf(where, sizeof where, "providers.%s.breaker", cfg->providers[i].name);
+        breaker_inherit(&cfg->providers[i].breaker, &cfg->breakers.defaults);
+        if (breaker_check(&cfg->providers[i].breaker, where, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void vg_config_breaker(const vg_config *cfg, const char *provider, vg_breaker_settings *out)
+{
+    *out = cfg->breakers.defaults;
+    for (size_t i = 0; provider && i < cfg->n_providers; i++) {
+        if (!strcmp(cfg->providers[i].name, provider)) {
+            *out = cfg->providers[i].breaker;
+            breaker_inherit(out, &cfg->breakers.defaults);
+        }
+    }
+}
+
 int vg_config_finish(vg_config *cfg, const char *(*getenv_fn)(const char *), char *err,
                      size_t errlen)
 {
     const char *(*get)(const char *) = getenv_fn ? getenv_fn : real_getenv;
-    if (cross_checks(cfg, err, errlen) != 0)
+    if (cross_checks(cfg, err, errlen) != 0 || breakers_finish(cfg, err, errlen) != 0)
         return -1;
     if (load_keys(cfg->api_keys_env, get, &cfg->api_keys, &cfg->n_api_keys) != 0 ||
         load_keys(cfg->admin_keys_env, get, &cfg->admin_keys, &cfg->n_admin_keys) != 0) {
@@ -788,6 +1100,20 @@ uint32_t vg_config_cache_epoch(const vg_config *cfg, const char *provider)
 
 /* ---- output ---------------------------------------------------------- */
 
+/* The URL with its password replaced by "***": the dump never shows secrets. */
+static cJSON *redis_url_json(const char *url)
+{
+    const char *at = strrchr(url, '@'), *scheme = strstr(url, "://");
+    if (!at || !scheme)
+        return cJSON_CreateString(url);
+    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
+    if (!colon)
+        return cJSON_CreateString(url);
+    char out[VG_CONF_STR + 8];
+    snprintf(out, sizeof out, "%.*s:***%s", (int)(colon - url), url, at);
+    return cJSON_CreateString(out);
+}
+
 static cJSON *value_json(const void *base, const opt *o)
 {
     const void *p = cfield(base, o);
@@ -800,6 +1126,10 @@ static cJSON *value_json(const void *base, const opt *o)
         return cJSON_CreateNumber((double)*(const uint32_t *)p);
     case T_U64: /* every range ends below 2^53, so the double is exact */
         return cJSON_CreateNumber((double)*(const uint64_t *)p);
+    case T_REDIS_URL:
+        return redis_url_json((const char *)p);
+    case T_RATE:
+        return cJSON_CreateNumber(*(const double *)p);
     default:
         return cJSON_CreateString((const char *)p);
     }
@@ -846,7 +1176,17 @@ char *vg_config_to_json(const vg_config *cfg)
     ok = provs != NULL;
     for (size_t i = 0; ok && i < cfg->n_providers; i++) {
         cJSON *p = cJSON_AddObjectToObject(provs, cfg->providers[i].name);
-        ok = p && table_json(p, &cfg->providers[i], provider_opts, VG_ARRAY_LEN(provider_opts));
+        vg_provider_conf pc = cfg->providers[i];
+        vg_config_breaker(cfg, pc.name, &pc.breaker); /* inherited breaker settings, filled in */
+        ok = p && table_json(p, &pc, provider_opts, VG_ARRAY_LEN(provider_opts));
+    }
+    cJSON *rl = ok ? cJSON_GetObjectItemCaseSensitive(root, "ratelimit") : NULL;
+    cJSON *pols = rl ? cJSON_AddObjectToObject(rl, "policies") : NULL;
+    ok = pols != NULL;
+    for (size_t i = 0; ok && i < cfg->ratelimit.n_policies; i++) {
+        cJSON *p = cJSON_AddObjectToObject(pols, cfg->ratelimit.policies[i].name);
+        ok = p && table_json(p, &cfg->ratelimit.policies[i], policy_opts,
+                             VG_ARRAY_LEN(policy_opts));
     }
     char *out = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
@@ -860,9 +1200,11 @@ static void type_name(const opt *o, char *out, size_t cap)
     case T_IDENT: snprintf(out, cap, "identifier"); break;
     case T_ENVNAME: snprintf(out, cap, "env-var-name"); break;
     case T_LISTEN: snprintf(out, cap, "host:port"); break;
+    case T_REDIS_URL: snprintf(out, cap, "redis-url"); break;
     case T_ENUM:
     case T_LEVEL: snprintf(out, cap, "%s", o->choices); break;
     case T_BOOL: snprintf(out, cap, "boolean"); break;
+    case T_RATE: snprintf(out, cap, "number 0<x<=1"); break;
     default:
         snprintf(out, cap, "integer %llu..%llu", (unsigned long long)o->min,
                  (unsigned long long)o->max);
@@ -874,7 +1216,7 @@ static int describe_one(vg_buf *b, const char *path, const char *env, const opt 
     char type[64];
     type_name(o, type, sizeof type);
     return vg_buf_printf(b, "%-30s %-38s %-34s default %-19s %s\n", path, env, type,
-                         *o->def ? o->def : "\"\"", o->desc);
+                         !o->def ? "(inherited)" : *o->def ? o->def : "\"\"", o->desc);
 }
 
 char *vg_config_describe(void)
@@ -893,6 +1235,13 @@ char *vg_config_describe(void)
         snprintf(path, sizeof path, "providers.<name>.%s", provider_opts[i].path);
         snprintf(env, sizeof env, ENV_PREFIX "PROVIDERS_<NAME>_%s", up);
         rc = describe_one(&b, path, env, &provider_opts[i]);
+    }
+    for (size_t i = 0; rc == 0 && i < VG_ARRAY_LEN(policy_opts); i++) {
+        char path[PATH_CAP], env[PATH_CAP], up[PATH_CAP / 2];
+        envify(policy_opts[i].path, up, sizeof up);
+        snprintf(path, sizeof path, "ratelimit.policies.<name>.%s", policy_opts[i].path);
+        snprintf(env, sizeof env, ENV_PREFIX "RATELIMIT_POLICIES_<NAME>_%s", up);
+        rc = describe_one(&b, path, env, &policy_opts[i]);
     }
     if (rc != 0) {
         vg_buf_free(&b);

@@ -12,6 +12,8 @@
 #include "api/api.h"
 #include "voxgate/app.h"
 #include "voxgate/log.h"
+#include "voxgate/limiter.h"
+#include "voxgate/redis.h"
 
 static const char usage[] =
     "usage: voxgate [--config FILE]\n"
@@ -64,12 +66,22 @@ static int parse_args(int argc, char **argv, args *a)
     return 0;
 }
 
+/* "{key+}" is printed "{key}", as OpenAPI names the parameter. */
+static void print_route(const char *method, const char *pattern)
+{
+    printf("%s ", method);
+    for (const char *p = pattern; *p; p++)
+        if (!(p[0] == '+' && p[1] == '}'))
+            putchar(*p);
+    putchar('\n');
+}
+
 static void list_routes(void)
 {
     for (size_t i = 0; i < vg_nroutes; i++)
         for (unsigned m = 1; m < VG_M_OTHER; m <<= 1)
             if (vg_routes[i].methods & m)
-                printf("%s %s\n", vg_method_name(m), vg_routes[i].pattern);
+                print_route(vg_method_name(m), vg_routes[i].pattern);
 }
 
 static int mkdir_p(const char *dir)
@@ -87,6 +99,38 @@ static int mkdir_p(const char *dir)
     return mkdir(tmp, 0750) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* redis_url set: Redis is the L2 tier (and the limiter's store). Nothing
+ * connects yet: a Redis that is down at start is reported by /ready and
+ * joined when it comes up, like one that goes away later. */
+static int wire_redis(vg_app *app, char *err, size_t errlen)
+{
+    const vg_config *cfg = app->cfg;
+    vg_redis_opts ro = {.url = cfg->redis_url,
+                        .connect_timeout_ms = cfg->redis.connect_timeout_ms,
+                        .command_timeout_ms = cfg->redis.command_timeout_ms,
+                        .backoff_base_ms = cfg->redis.backoff_base_ms,
+                        .backoff_max_ms = cfg->redis.backoff_max_ms};
+    if (vg_redis_open(&ro, &app->redis, err, errlen) != VG_OK)
+        return -1;
+    if (vg_kv_redis_open(app->redis, &app->kv) != VG_OK) {
+        snprintf(err, errlen, "redis: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Rate-limit state: in Redis when redis_url is set (keys under
+ * {cache.prefix}:rl:), else in this process. */
+static int wire_limiter(vg_app *app, char *err, size_t errlen)
+{
+    const vg_config *cfg = app->cfg;
+    int rc = app->redis ? vg_limiter_redis_new(app->redis, cfg->cache.prefix, &app->limiter)
+                        : vg_limiter_mem_new(cfg->ratelimit.max_keys, &app->limiter);
+    if (rc != VG_OK)
+        snprintf(err, errlen, "ratelimit: cannot allocate the limiter");
+    return rc == VG_OK ? 0 : -1;
+}
+
 /* Open the backends the configuration names. */
 static int wire(vg_app *app, char *err, size_t errlen)
 {
@@ -99,10 +143,15 @@ static int wire(vg_app *app, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/cache", cfg->data_dir);
     vg_kv_lmdb_opts lo = {.dir = path, .max_bytes = cfg->cache.lmdb.max_bytes,
                           .sync = cfg->cache.lmdb.sync};
-    if (vg_kv_lmdb_open(&lo, &app->kv, err, errlen) != VG_OK)
+    if (cfg->redis_url[0] ? wire_redis(app, err, errlen) != 0
+                          : vg_kv_lmdb_open(&lo, &app->kv, err, errlen) != VG_OK)
         return -1;
-    snprintf(path, sizeof path, "%s/blobs", cfg->data_dir);
-    if (vg_blob_local_open(path, &app->blob, err, errlen) != VG_OK)
+    if (wire_limiter(app, err, errlen) != 0)
+        return -1;
+    if (cfg->ratelimit.client_policy[0])
+        app->v1_gate = vg_api_client_limit;
+    /* S3 when s3.endpoint is set, else blobs under data_dir (issue 8). */
+    if (vg_api_files_wire(app, err, errlen) != 0)
         return -1;
     vg_l1_opts l1o = {.max_bytes = cfg->cache.l1.max_bytes,
                       .max_entries = cfg->cache.l1.max_entries,
@@ -112,6 +161,28 @@ static int wire(vg_app *app, char *err, size_t errlen)
     if (!app->l1) {
         snprintf(err, errlen, "cache.l1: cannot allocate");
         return -1;
+    }
+    return 0;
+}
+
+/* Circuit breakers (issue 5): one per configured provider, its settings
+ * over breakers.*; the gating API adds others on demand. */
+static int wire_breakers(vg_app *app, char *err, size_t errlen)
+{
+    const vg_config *cfg = app->cfg;
+    app->breakers = vg_breakers_new(&cfg->breakers.defaults, cfg->breakers.max_count);
+    if (!app->breakers) {
+        snprintf(err, errlen, "breakers: cannot allocate");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        vg_breaker_settings s;
+        vg_config_breaker(cfg, cfg->providers[i].name, &s);
+        if (vg_breakers_add(app->breakers, cfg->providers[i].name, &s) != VG_OK) {
+            snprintf(err, errlen, "providers.%s.breaker: cannot create the breaker",
+                     cfg->providers[i].name);
+            return -1;
+        }
     }
     return 0;
 }
@@ -171,7 +242,7 @@ static int serve(vg_app *app)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     vg_log_init(1, app->cfg->log_level, 5);
-    if (wire(app, err, sizeof err) != 0 ||
+    if (wire(app, err, sizeof err) != 0 || wire_breakers(app, err, sizeof err) != 0 ||
         vg_http_start(app, vg_routes, vg_nroutes, err, sizeof err) != 0) {
         vg_log(VG_LOG_ERROR, NULL, err, NULL, 0);
         vg_log_shutdown();
@@ -179,6 +250,7 @@ static int serve(vg_app *app)
         return 1;
     }
     vg_api_register_metrics(app);
+    vg_breakers_register_metrics(app->breakers);
     sweeper.running = pthread_create(&sweeper.tid, NULL, sweep_loop, app) == 0;
     vg_log(VG_LOG_INFO, NULL, "listening",
            (vg_log_field[]){VG_LS("listen", app->cfg->listen), VG_LU("port", vg_http_port()),
@@ -199,9 +271,12 @@ static int serve(vg_app *app)
            (vg_log_field[]){VG_LB("drained", idle)}, 1);
     vg_log_shutdown();
     vg_kv_close(app->kv);
+    vg_limiter_close(app->limiter);
+    vg_redis_close(app->redis);
     vg_blob_close(app->blob);
     vg_l1_free(app->l1);
     vg_metrics_reset();
+    vg_breakers_free(app->breakers); /* after the metrics that point into it */
     return 0;
 }
 

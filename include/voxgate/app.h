@@ -6,6 +6,7 @@
 #define VOXGATE_APP_H
 
 #include "voxgate/blob.h"
+#include "voxgate/breaker.h"
 #include "voxgate/config.h"
 #include "voxgate/kv.h"
 #include "voxgate/l1.h"
@@ -32,11 +33,19 @@ typedef struct vg_app_metrics {
     vg_hist http_us;
 } vg_app_metrics;
 
+struct vg_req;
+
 typedef struct vg_app {
     vg_config *cfg;
     vg_l1 *l1;
     vg_kv *kv;
+    struct vg_redis *redis;  /* set when redis_url is: kv and limiter state live there */
+    struct vg_limiter *limiter; /* in-process, or Redis when redis_url is set */
+    /* Run for every /v1 request after auth (the client rate limit); true
+     * to go on, false when it replied. NULL: nothing to run. */
+    bool (*v1_gate)(struct vg_req *r);
     vg_blob *blob;
+    vg_breakers *breakers;   /* one circuit breaker per provider (issue 5) */
     uint64_t started_ms;
     vg_app_metrics m;
 } vg_app;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "voxgate/breaker.h"
 #include "voxgate/log.h"
 
 #define VG_CONF_STR 256
@@ -16,7 +17,21 @@
 typedef struct vg_provider_conf {
     char name[65];           /* identifier rule */
     uint32_t cache_epoch;    /* part of every cache key of this provider */
+    /* Circuit breaker (issue 5): fields left 0 / 0.0 in the file inherit
+     * breakers.*; vg_config_finish fills them in. */
+    vg_breaker_settings breaker;
 } vg_provider_conf;
+
+/* A named rate limit (issue 4): POST /v1/ratelimit/check {policy, key},
+ * and ratelimit.client_policy for every /v1 request. */
+#define VG_MAX_POLICIES 32
+typedef struct vg_policy_conf {
+    char name[65];           /* identifier rule */
+    uint32_t limit;          /* 100 */
+    uint64_t window_ms;      /* 1000 */
+    char algorithm[16];      /* "sliding_log" | "gcra" */
+    char fail_mode[8];       /* "open" | "closed" */
+} vg_policy_conf;
 
 typedef struct vg_config {
     char listen[VG_CONF_STR];        /* "127.0.0.1:8080"; "[::1]:8080" for IPv6 */
@@ -56,6 +71,52 @@ typedef struct vg_config {
             char sync[8];               /* "meta": full | meta | none */
         } lmdb;
     } cache;
+
+    /* Redis: the shared L2 tier and rate-limit state when redis_url is
+     * set (issue 4). Empty = embedded (LMDB, in-process limiter). */
+    char redis_url[VG_CONF_STR];        /* redis://[user:pass@]host:port[/db] | unix:///path */
+    struct {
+        uint32_t connect_timeout_ms;    /* 500 */
+        uint32_t command_timeout_ms;    /* 250: bound on each socket read/write */
+        uint32_t backoff_base_ms;       /* 100: first pause after a failure */
+        uint32_t backoff_max_ms;        /* 5000: cap of the doubling pause */
+    } redis;
+    struct {
+        char fail_mode[8];              /* "open": allow (counted) when the store is down; "closed": 503 */
+        uint32_t max_keys;              /* 100000: keys the in-process limiter holds */
+        char client_policy[65];         /* "": none; else the policy limiting /v1 per API key */
+        vg_policy_conf policies[VG_MAX_POLICIES];
+        size_t n_policies;
+    } ratelimit;
+
+    /* Circuit breakers (issue 5): settings of every breaker unless a
+     * provider overrides them, and how many the gating API may create
+     * for providers that are not configured. */
+    struct {
+        vg_breaker_settings defaults;   /* 5, 0.5, 20, 10, 30000, 1, 1, 30000 */
+        uint32_t max_count;             /* 1000 */
+    } breakers;
+
+    /* Object storage (issue 8): an S3-compatible bucket when s3.endpoint
+     * is set, else the local blob directory under data_dir. */
+    struct {
+        char endpoint[VG_CONF_STR];          /* "" = local blobs; "http://127.0.0.1:9000" */
+        char public_endpoint[VG_CONF_STR];   /* "" = endpoint: the host presigned URLs name */
+        char bucket[64];                     /* 3-63 of [a-z0-9.-] */
+        char region[64];                     /* "us-east-1" */
+        char access_key_env[VG_CONF_STR];    /* "VOXGATE_S3_ACCESS_KEY" */
+        char secret_key_env[VG_CONF_STR];    /* "VOXGATE_S3_SECRET_KEY" */
+        char session_token_env[VG_CONF_STR]; /* "" = none */
+        bool path_style;                     /* true: endpoint/bucket/key */
+        bool create_bucket;                  /* false */
+        uint32_t connect_timeout_ms;         /* 2000 */
+        uint32_t timeout_ms;                 /* 10000: whole S3 operation */
+        uint32_t max_idle_connections;       /* 16 pooled curl handles */
+    } s3;
+    struct {
+        char url_key_env[VG_CONF_STR];       /* "" = a key generated in data_dir */
+        char public_url[VG_CONF_STR];        /* "" = http://{Host} of the request */
+    } files;
 
     vg_provider_conf providers[VG_MAX_PROVIDERS];
     size_t n_providers;
@@ -102,8 +163,15 @@ char *vg_config_describe(void);
 
 void vg_config_free(vg_config *cfg);
 
+/* A configured rate-limit policy, NULL when there is none by that name. */
+const vg_policy_conf *vg_config_policy(const vg_config *cfg, const char *name);
+
 /* cache_epoch of a provider, 0 when it is not configured. */
 uint32_t vg_config_cache_epoch(const vg_config *cfg, const char *provider);
+
+/* The breaker settings of a provider: its overrides over breakers.*
+ * (the defaults alone when it is not configured). */
+void vg_config_breaker(const vg_config *cfg, const char *provider, vg_breaker_settings *out);
 
 /* Split "host:port" / "[v6]:port" into parts; false when malformed. */
 bool vg_config_parse_listen(const char *listen, char *host, size_t hostlen, uint16_t *port);

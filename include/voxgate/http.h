@@ -42,6 +42,8 @@ typedef enum {
     VG_AUTH_OPEN = 0,    /* /health, /ready */
     VG_AUTH_API = 1,     /* everything under /v1: an api or admin key when keys are set */
     VG_AUTH_METRICS = 2, /* /stats, /metrics: admin unless metrics_public */
+    VG_AUTH_SIGNED = 3,  /* like API, but a GET/HEAD carrying sig= skips the key check:
+                            the handler verifies the URL signature (Files API) */
 } vg_auth;
 
 typedef struct vg_req vg_req;
@@ -72,7 +74,8 @@ typedef struct vg_route_match {
 } vg_route_match;
 
 /* Match path (no query string) against the table. {name} matches one
- * non-empty segment, {name+} one or more segments to the end. */
+ * non-empty segment, {name+} one or more segments to the end, or up to
+ * a literal tail ("/v1/files/{key+}/url"). */
 void vg_router_match(const vg_route *routes, size_t n, unsigned method, const char *path,
                      vg_route_match *m);
 /* True when name is listed in the space-separated list. */
@@ -104,6 +107,10 @@ bool vg_req_is_admin(const vg_req *r);
 void vg_req_set_cache(vg_req *r, const char *tag);
 void vg_req_set_provider(vg_req *r, const char *provider);
 
+/* Calls fn for every request header until it returns false. */
+void vg_req_each_header(vg_req *r, bool (*fn)(void *ud, const char *name, const char *value),
+                        void *ud);
+
 /* Exactly one reply per request. The body is copied unless noted. */
 void vg_reply(vg_req *r, unsigned status, const char *ctype, const void *body, size_t len,
               const vg_header *hdrs, size_t nh);
@@ -113,6 +120,9 @@ void vg_reply_buf(vg_req *r, unsigned status, const char *ctype, vg_buf *body,
 /* Zero copy: data stays owned by the caller until release(cls) runs. */
 void vg_reply_ref(vg_req *r, unsigned status, const char *ctype, const void *data, size_t len,
                   void (*release)(void *cls), void *cls, const vg_header *hdrs, size_t nh);
+/* A HEAD answer announcing a body of len bytes that is never sent. */
+void vg_reply_head(vg_req *r, unsigned status, const char *ctype, uint64_t len,
+                   const vg_header *hdrs, size_t nh);
 /* {"error":{"code","message","request_id"}} with the given status. */
 void vg_reply_error(vg_req *r, unsigned status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -91,4 +91,10 @@ typedef struct vg_kv_lmdb_opts {
 } vg_kv_lmdb_opts;
 int vg_kv_lmdb_open(const vg_kv_lmdb_opts *opts, vg_kv **out, char *err, size_t errlen);
 
+/* Production backend: Redis through a client opened with vg_redis_open
+ * (redis.h), which the caller keeps open until after vg_kv_close. See
+ * src/cache/kv_redis.c for what stats mean there. */
+struct vg_redis;
+int vg_kv_redis_open(struct vg_redis *r, vg_kv **out);
+
 #endif

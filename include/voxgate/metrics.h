@@ -57,6 +57,11 @@ void vg_metrics_hist(const char *prom, const char *labels, const char *help,
                      const char *stats, vg_hist *h);
 /* /stats only: num / (num + other), 0 when both are 0. */
 void vg_metrics_ratio(const char *stats, vg_counter *num, vg_counter *other);
+/* /stats only: fn returns a cJSON node (void * keeps cJSON out of this
+ * header) that is hung at the stats path; for figures whose set changes
+ * at run time, such as one object per circuit breaker. */
+typedef void *(*vg_json_fn)(void *ud);
+void vg_metrics_json(const char *stats, vg_json_fn fn, void *ud);
 
 int vg_metrics_render_prom(vg_buf *out);
 int vg_metrics_render_json(vg_buf *out);

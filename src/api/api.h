@@ -23,4 +23,36 @@ void vg_api_metrics(vg_req *r);
 /* Register every metric of the app in the registry (once, at start). */
 void vg_api_register_metrics(vg_app *app);
 
+/* redis_ops.c: the Redis client's counters (no-op without redis_url) */
+void vg_api_register_redis_metrics(vg_app *app);
+
+/* ratelimit.c: the Gating API's rate limits */
+void vg_api_ratelimit_check(vg_req *r);
+void vg_api_ratelimit_key(vg_req *r);
+void vg_api_register_ratelimit_metrics(vg_app *app);
+/* The client rate limit (ratelimit.client_policy) for one /v1 request:
+ * true to go on; false when it replied (429, or 503 with fail_mode closed). */
+bool vg_api_client_limit(vg_req *r);
+
+/* breakers.c: circuit breakers of the gating API (issue 5) */
+void vg_api_breakers_list(vg_req *r);
+void vg_api_breaker_get(vg_req *r);
+void vg_api_breaker_acquire(vg_req *r);
+void vg_api_breaker_record(vg_req *r);
+void vg_api_breaker_reset(vg_req *r);
+void vg_api_breakers_reset(vg_req *r);
+
+/* files.c: the Files API (issue 8) and the blob store's wiring */
+void vg_api_files_root(vg_req *r);   /* GET list, POST generated key */
+void vg_api_files_key(vg_req *r);    /* GET, HEAD, PUT, DELETE one file */
+void vg_api_files_url(vg_req *r);    /* GET a presigned / signed URL */
+/* Open the blob store the configuration names (S3 or local) and load the
+ * URL-signing key; 0 or -1 with err set. */
+int vg_api_files_wire(vg_app *app, char *err, size_t errlen);
+void vg_api_files_register_metrics(vg_app *app);
+/* A URL anyone can GET for expires_s: presigned by S3, or signed by us
+ * (/v1/files/{key}?expires=&sig=). VG_OK or an error. */
+int vg_api_files_signed_url(vg_req *r, const char *key, unsigned expires_s, vg_buf *out,
+                            uint64_t *expires_at_ms);
+
 #endif

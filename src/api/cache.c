@@ -12,6 +12,7 @@
 #include "voxgate/entry.h"
 #include "voxgate/keys.h"
 #include "voxgate/log.h"
+#include "voxgate/sigv4.h"
 
 #define HIT_L1 {"X-Cache", "HIT"}, {"X-Cache-Tier", "l1"}
 #define HIT_L2 {"X-Cache", "HIT"}, {"X-Cache-Tier", "l2"}
@@ -457,7 +458,9 @@ static void tts_put(vg_req *r, const cache_key *k)
     bool had_old = tts_meta(r, k, &old, &oexp) == VG_OK;
     if (vg_blob_put(app->blob, m.blob, body, n, ct) != VG_OK) {
         vg_counter_inc(&app->m.blob_errors);
-        vg_reply_error(r, 503, "storage_unavailable", "the audio could not be stored");
+        const char *why = vg_blob_last_error(); /* S3's answer or the transport error */
+        vg_reply_error(r, 503, "storage_unavailable", "the audio could not be stored%s%s",
+                       *why ? ": " : "", why);
         return;
     }
     vg_buf val = {0};
@@ -621,11 +624,25 @@ static void audio_url(vg_buf *u, const cache_key *k)
         vg_buf_printf(u, "&format=%s", p->format);
 }
 
-static void tts_hit_json(cJSON *o, const cache_key *k, const char *ct, uint64_t len,
+/* audio_url of a TTS hit: a URL anyone can GET for an hour (presigned
+ * by S3, or signed by voxgate for local blobs; issue 8), else the
+ * cache-aside query URL. */
+static void tts_audio_url(vg_req *r, vg_buf *u, const cache_key *k, const char *sha)
+{
+    char blob[256];
+    uint64_t at;
+    tts_blob_name(k, sha, blob);
+    if (vg_api_files_signed_url(r, blob, VG_SIGV4_PRESIGN_DEFAULT_S, u, &at) != VG_OK) {
+        vg_buf_reset(u);
+        audio_url(u, k);
+    }
+}
+
+static void tts_hit_json(vg_req *r, cJSON *o, const cache_key *k, const char *ct, uint64_t len,
                          const char *sha)
 {
     vg_buf u = {0};
-    audio_url(&u, k);
+    tts_audio_url(r, &u, k, sha);
     cJSON_AddBoolToObject(o, "hit", 1);
     cJSON_AddStringToObject(o, "content_type", ct);
     cJSON_AddNumberToObject(o, "bytes", (double)len);
@@ -639,7 +656,7 @@ static void get_result(vg_req *r, bitem *b, vg_kv_op *ops, cJSON *o)
     vg_app *app = vg_req_app(r);
     if (b->l1) {
         if (b->k.parts.kind == VG_KIND_TTS) {
-            tts_hit_json(o, &b->k, b->l1->ctype, b->l1->len, b->l1->sha256);
+            tts_hit_json(r, o, &b->k, b->l1->ctype, b->l1->len, b->l1->sha256);
             return;
         }
         char *raw = strndup((const char *)b->l1->data, b->l1->len);
@@ -671,7 +688,7 @@ static void get_result(vg_req *r, bitem *b, vg_kv_op *ops, cJSON *o)
             if (tts_audio(r, &b->k, &m, &audio) == VG_OK) {
                 vg_l1_put(app->l1, b->k.key, b->k.klen, audio.data, audio.len, m.content_type,
                           m.sha256, m.created_ms, op->expires_at_ms);
-                tts_hit_json(o, &b->k, m.content_type, m.size, m.sha256);
+                tts_hit_json(r, o, &b->k, m.content_type, m.size, m.sha256);
                 vg_buf_free(&audio);
             } else {
                 cJSON_AddFalseToObject(o, "hit");

@@ -198,7 +198,10 @@ void vg_api_register_metrics(vg_app *app)
                        &app->m.corrupt_entries);
     vg_metrics_counter("voxgate_storage_errors_total", NULL, "Blob store operations that failed.",
                        "storage.errors", &app->m.blob_errors);
+    vg_api_files_register_metrics(app);
     register_status(app);
+    vg_api_register_redis_metrics(app);
+    vg_api_register_ratelimit_metrics(app);
 }
 
 size_t vg_app_status_index(unsigned status)

@@ -19,6 +19,32 @@ const vg_route vg_routes[] = {
     {VG_M_POST, "/v1/cache/batch", vg_api_cache_batch, VG_AUTH_API, 0, NULL, "application/json"},
     {VG_M_DELETE, "/v1/cache", vg_api_cache_invalidate, VG_AUTH_API, VG_M_DELETE, "provider kind",
      NULL},
+    /* Rate limits (issue 4). /v1/ratelimit/check outranks {key}. */
+    {VG_M_POST, "/v1/ratelimit/check", vg_api_ratelimit_check, VG_AUTH_API, 0, NULL,
+     "application/json"},
+    {VG_M_GET, "/v1/ratelimit/{key}", vg_api_ratelimit_key, VG_AUTH_API, 0,
+     "limit window_ms cost algorithm policy", NULL},
+    {VG_M_DELETE, "/v1/ratelimit/{key}", vg_api_ratelimit_key, VG_AUTH_API, VG_M_DELETE,
+     "policy", NULL},
+    /* Circuit breakers (issue 5). /v1/breakers/reset outranks {provider}. */
+    {VG_M_GET, "/v1/breakers", vg_api_breakers_list, VG_AUTH_API, 0, NULL, NULL},
+    {VG_M_POST, "/v1/breakers/reset", vg_api_breakers_reset, VG_AUTH_API, VG_M_POST, NULL, NULL},
+    {VG_M_GET, "/v1/breakers/{provider}", vg_api_breaker_get, VG_AUTH_API, 0, NULL, NULL},
+    {VG_M_POST, "/v1/breakers/{provider}/acquire", vg_api_breaker_acquire, VG_AUTH_API, 0, NULL,
+     "application/json"},
+    {VG_M_POST, "/v1/breakers/{provider}/record", vg_api_breaker_record, VG_AUTH_API, 0, NULL,
+     "application/json"},
+    {VG_M_POST, "/v1/breakers/{provider}/reset", vg_api_breaker_reset, VG_AUTH_API, VG_M_POST,
+     NULL, NULL},
+    /* Files API (issue 8). {key+}/url has more literal segments, so it owns
+     * paths ending in /url; signed GET/HEAD URLs carry expires and sig. */
+    {VG_M_GET, "/v1/files", vg_api_files_root, VG_AUTH_API, 0, "prefix limit cursor", NULL},
+    {VG_M_POST, "/v1/files", vg_api_files_root, VG_AUTH_API, 0, "prefix", NULL},
+    {VG_M_GET, "/v1/files/{key+}/url", vg_api_files_url, VG_AUTH_API, 0, "expires_s", NULL},
+    {VG_M_GET | VG_M_HEAD, "/v1/files/{key+}", vg_api_files_key, VG_AUTH_SIGNED, 0,
+     "expires sig", NULL},
+    {VG_M_PUT | VG_M_DELETE, "/v1/files/{key+}", vg_api_files_key, VG_AUTH_API, VG_M_DELETE, NULL,
+     NULL},
 };
 
 const size_t vg_nroutes = VG_ARRAY_LEN(vg_routes);

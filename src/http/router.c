@@ -66,11 +66,15 @@ static bool pattern_match(const char *pat, const char *path, vg_route_match *m)
             if (np == VG_ROUTE_MAX_PARAMS)
                 return false;
             if (rest) {
-                size_t all = strlen(path);
-                if (all == 0)
+                /* A literal tail may follow ("/v1/files/{key+}/url"): the
+                 * parameter is what comes before it, and is never empty. */
+                const char *tail = pat + plen;
+                size_t all = strlen(path), tl = strlen(tail);
+                if (all <= tl || (tl && memcmp(path + all - tl, tail, tl) != 0) ||
+                    (tl && path[all - tl - 1] == '/'))
                     return false;
                 m->params[np].p = path;
-                m->params[np].n = all;
+                m->params[np].n = all - tl;
                 m->nparams = np + 1;
                 return true;
             }
@@ -91,6 +95,19 @@ static bool pattern_match(const char *pat, const char *path, vg_route_match *m)
     return true;
 }
 
+/* Segments of a pattern that are not {params}. */
+static unsigned literal_segments(const char *pat)
+{
+    unsigned n = 0;
+    for (const char *p = pat; (p = strchr(p, '/')); p++)
+        n += p[1] && p[1] != '{';
+    return n;
+}
+
+/* When patterns of different specificity match (POST /v1/breakers/reset
+ * and GET /v1/breakers/{provider}), the one with more literal segments
+ * owns the path, as in OpenAPI: GET /v1/breakers/reset is a 405 with
+ * Allow: POST, not a read of a provider named "reset". */
 void vg_router_match(const vg_route *routes, size_t n, unsigned method, const char *path,
                      vg_route_match *m)
 {
@@ -98,10 +115,20 @@ void vg_router_match(const vg_route *routes, size_t n, unsigned method, const ch
     m->allow = 0;
     m->nparams = 0;
     vg_route_match tmp;
+    unsigned best = 0;
     for (size_t i = 0; i < n; i++) {
         tmp.nparams = 0;
         if (!pattern_match(routes[i].pattern, path, &tmp))
             continue;
+        unsigned lit = literal_segments(routes[i].pattern);
+        if (m->allow && lit < best)
+            continue;
+        if (!m->allow || lit > best) {
+            best = lit;
+            m->route = NULL;
+            m->allow = 0;
+            m->nparams = 0;
+        }
         m->allow |= routes[i].methods;
         if (!m->route && (routes[i].methods & method)) {
             *m = (vg_route_match){.route = &routes[i], .allow = m->allow, .nparams = tmp.nparams};

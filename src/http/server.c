@@ -4,6 +4,7 @@
  * auth (401/403), query whitelist, body limits (413) and content type
  * (415), then the handler, then one JSON log line and the metrics. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -145,6 +146,38 @@ void vg_reply_ref(vg_req *r, unsigned status, const char *ctype, const void *dat
     queue(r, status, resp, ctype, len, hdrs, nh);
 }
 
+typedef struct header_iter {
+    bool (*fn)(void *ud, const char *name, const char *value);
+    void *ud;
+} header_iter;
+
+static enum MHD_Result each_header(void *cls, enum MHD_ValueKind kind, const char *k,
+                                   const char *v)
+{
+    header_iter *it = cls;
+    return it->fn(it->ud, k, v ? v : "") ? MHD_YES : MHD_NO;
+}
+
+void vg_req_each_header(vg_req *r, bool (*fn)(void *ud, const char *name, const char *value),
+                        void *ud)
+{
+    header_iter it = {fn, ud};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, each_header, &it);
+}
+
+/* Never called for HEAD; ends the stream should MHD ever ask. */
+static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+void vg_reply_head(vg_req *r, unsigned status, const char *ctype, uint64_t len,
+                   const vg_header *hdrs, size_t nh)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(len, 4096, no_body, NULL, NULL);
+    queue(r, status, resp, ctype, 0, hdrs, nh);
+}
+
 /* {"error":{"code","message","request_id"}} */
 static void error_body(vg_buf *b, const char *code, const char *msg, const char *id)
 {
@@ -256,6 +289,10 @@ static bool check_auth(vg_req *r)
         r->admin = !keys_set;
         return true;
     }
+    /* A signed file URL is its own credential; the handler checks it. */
+    if (rt->auth == VG_AUTH_SIGNED && (r->method & (VG_M_GET | VG_M_HEAD)) &&
+        vg_req_query(r, "sig"))
+        return true;
     const char *hv = vg_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     const char *tok = NULL;
     if (hv && strncasecmp(hv, "Bearer ", 7) == 0)
@@ -401,9 +438,16 @@ static void send_raw_413(vg_req *r)
     vg_buf_free(&msg);
 }
 
+/* The client rate limit (issue 4) on /v1, once the caller is known. */
+static bool check_gate(vg_req *r)
+{
+    return !r->app->v1_gate || strncmp(r->path, "/v1/", 4) != 0 || r->app->v1_gate(r);
+}
+
 static bool check_all(vg_req *r)
 {
-    return check_sizes(r) && check_route(r) && check_auth(r) && check_query(r) && check_body(r);
+    return check_sizes(r) && check_route(r) && check_auth(r) && check_query(r) && check_body(r) &&
+           check_gate(r);
 }
 
 static void dispatch(vg_req *r)
@@ -534,6 +578,27 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     vg_log(VG_LOG_WARN, NULL, msg, (vg_log_field[]){VG_LS("component", "http")}, 1);
 }
 
+/* Percent-decoding of the path and query, as MHD's own, except that
+ * "%00" stays as those three characters: decoded, it would cut the
+ * string short and "a%00b" would silently become "a". Left as is, it is
+ * refused by whatever validates the value (keys, identifiers). */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *p = s; *p; p++) {
+        unsigned v;
+        if (p[0] == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]) &&
+            sscanf(p + 1, "%2x", &v) == 1 && v != 0) {
+            *w++ = (char)v;
+            p += 2;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 /* ---- lifecycle ---- */
 
 static int resolve_listen(const char *listen, struct sockaddr_storage *ss, char *err,
@@ -595,6 +660,7 @@ int vg_http_start(vg_app *app, const vg_route *routes, size_t nroutes, char *err
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);
     if (!srv.daemon) {
         snprintf(err, errlen, "listen: cannot start the HTTP server on %s (in use?)",

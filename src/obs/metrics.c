@@ -112,7 +112,7 @@ uint64_t vg_hist_count_le(const vg_hist *h, uint64_t le_us)
 
 /* M_COUNTER_FN: a monotonic count kept elsewhere (e.g. inside L1),
  * read through a callback but typed as a counter for Prometheus. */
-typedef enum { M_COUNTER, M_COUNTER_FN, M_GAUGE, M_HIST, M_RATIO } metric_kind;
+typedef enum { M_COUNTER, M_COUNTER_FN, M_GAUGE, M_HIST, M_RATIO, M_JSON } metric_kind;
 
 typedef struct {
     metric_kind kind;
@@ -122,6 +122,7 @@ typedef struct {
         struct { vg_gauge_fn fn; void *ud; } g;
         vg_hist *h;
         struct { vg_counter *num, *other; } r;
+        struct { vg_json_fn fn; void *ud; } j;
     } u;
 } metric;
 
@@ -192,6 +193,11 @@ void vg_metrics_hist(const char *prom, const char *labels, const char *help,
 void vg_metrics_ratio(const char *stats, vg_counter *num, vg_counter *other)
 {
     reg_add(M_RATIO, NULL, NULL, NULL, stats, (metric){.u.r = {num, other}});
+}
+
+void vg_metrics_json(const char *stats, vg_json_fn fn, void *ud)
+{
+    reg_add(M_JSON, NULL, NULL, NULL, stats, (metric){.u.j = {fn, ud}});
 }
 
 void vg_metrics_reset(void)
@@ -384,6 +390,7 @@ static cJSON *json_value(const metric *m)
     case M_GAUGE: return cJSON_CreateNumber(m->u.g.fn(m->u.g.ud));
     case M_HIST: return json_hist(m->u.h);
     case M_RATIO: return cJSON_CreateNumber(ratio_value(m));
+    case M_JSON: return m->u.j.fn(m->u.j.ud);
     }
     return NULL;
 }

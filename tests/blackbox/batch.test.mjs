@@ -83,7 +83,7 @@ function blobObjectCount(dataDir) {
       if (e.isDirectory()) walk(p);
       else if (e.isFile()) {
         const b = readFileSync(p);
-        if (b.length >= 8 && b.subarray(0, 8).toString('latin1') === 'VGBLOB1\n') n++;
+        if (b.length >= 8 && b.subarray(0, 8).toString('latin1') === 'VGBLOB2\n' /* local blob format v2 (issue 8: metadata) */) n++;
       }
     }
   };

@@ -81,7 +81,7 @@ function blobFiles(dataDir) {
   walk(join(dataDir, 'blobs'));
   return out.filter((p) => {
     const b = readFileSync(p);
-    return b.length >= 8 && b.subarray(0, 8).toString('latin1') === 'VGBLOB1\n';
+    return b.length >= 8 && b.subarray(0, 8).toString('latin1') === 'VGBLOB2\n' /* local blob format v2 (issue 8: metadata) */;
   });
 }
 

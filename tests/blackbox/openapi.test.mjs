@@ -185,12 +185,20 @@ async function send(vg, method, pathAndQuery, { body, headers = {} } = {}) {
   return { status: r.status, headers: r.headers, text: buf.toString('utf8'), json, len: buf.length };
 }
 
+// The path with each {name} / {name+} replaced by its documented example.
+function fillPath(o) {
+  return o.path.replace(/\{(\w+)\+?\}/g, (whole, name) => {
+    const p = o.params.find((x) => x.in === 'path' && x.name === name);
+    return p ? String(paramValue(p)) : whole;
+  });
+}
+
 // Send the operation's minimal request (required parameters and a body).
 function call(vg, o, { headers = {}, all = false, extraQuery = '' } = {}) {
   let q = queryString(o.params, { all });
   if (extraQuery) q += (q ? '&' : '?') + extraQuery;
   const b = o.op.requestBody ? requestBody(o.op) : {};
-  return send(vg, o.method, o.path + q, { body: b.body, headers: { ...(b.headers || {}), ...headers } });
+  return send(vg, o.method, fillPath(o) + q, { body: b.body, headers: { ...(b.headers || {}), ...headers } });
 }
 
 // ---- checks of one answer against the document ----

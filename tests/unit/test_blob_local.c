@@ -399,6 +399,110 @@ static void open_errors(void **state)
     vg_blob_close(NULL);
 }
 
+/* ---- issue 8: metadata, listing, the readable-key rule ---- */
+
+static void metadata_round_trip(void **state)
+{
+    fixture *f = *state;
+    vg_blob_meta m[2] = {{"speaker", "Ann Lee"}, {"take", ""}};
+    assert_int_equal(vg_blob_put_meta(f->b, "m/a.wav", "abc", 3, "audio/wav", m, 2), VG_OK);
+    vg_blob_info info;
+    assert_int_equal(vg_blob_head(f->b, "m/a.wav", &info), VG_OK);
+    assert_int_equal(info.nmeta, 2);
+    assert_string_equal(info.meta[0].name, "speaker");
+    assert_string_equal(info.meta[0].value, "Ann Lee");
+    assert_string_equal(info.meta[1].value, "");
+    vg_buf out = {0};
+    assert_int_equal(vg_blob_get(f->b, "m/a.wav", &out, &info), VG_OK);
+    assert_int_equal(out.len, 3);
+    assert_int_equal(info.nmeta, 2);
+    vg_buf_free(&out);
+    /* Bad metadata is refused and nothing is written. */
+    vg_blob_meta bad[2] = {{"Upper", "x"}, {"ok", "v"}};
+    assert_int_equal(vg_blob_put_meta(f->b, "m/b.wav", "x", 1, "audio/wav", bad, 2), VG_EINVAL);
+    vg_blob_meta dup[2] = {{"a", "1"}, {"a", "2"}};
+    assert_int_equal(vg_blob_put_meta(f->b, "m/b.wav", "x", 1, "audio/wav", dup, 2), VG_EINVAL);
+    vg_blob_meta pre[2] = {{"take-2", "1"}, {"take", "2"}};
+    assert_int_equal(vg_blob_put_meta(f->b, "m/b.wav", "x", 1, "audio/wav", pre, 2), VG_EINVAL);
+    vg_blob_meta ctl[1] = {{"a", "x\ny"}};
+    assert_int_equal(vg_blob_put_meta(f->b, "m/b.wav", "x", 1, "audio/wav", ctl, 1), VG_EINVAL);
+    vg_blob_meta big[VG_BLOB_META_MAX];
+    for (size_t i = 0; i < VG_BLOB_META_MAX; i++) {
+        snprintf(big[i].name, sizeof big[i].name, "n%zu", i);
+        memset(big[i].value, 'v', 200);
+        big[i].value[200] = '\0';
+    }
+    assert_int_equal(vg_blob_put_meta(f->b, "m/b.wav", "x", 1, "audio/wav", big, VG_BLOB_META_MAX),
+                     VG_EINVAL); /* over 2 KiB in all */
+    assert_int_equal(vg_blob_head(f->b, "m/b.wav", &info), VG_NOTFOUND);
+}
+
+static void listing(void **state)
+{
+    fixture *f = *state;
+    const char *keys[] = {"l/b", "l/a/x", "l/a", ".dot", "l/c.wav", "other/z", "l/a/y/z"};
+    for (size_t i = 0; i < VG_ARRAY_LEN(keys); i++)
+        assert_int_equal(vg_blob_put(f->b, keys[i], "k", 1, "text/plain"), VG_OK);
+    vg_blob_list l;
+    assert_int_equal(vg_blob_list_keys(f->b, "l/", NULL, 1000, &l), VG_OK);
+    const char *want[] = {"l/a", "l/a/x", "l/a/y/z", "l/b", "l/c.wav"};
+    assert_int_equal(l.n, 5);
+    assert_false(l.truncated);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_string_equal(l.items[i].key, want[i]);
+        assert_int_equal(l.items[i].size, 1);
+        assert_int_equal(strlen(l.items[i].etag), 64);
+    }
+    vg_blob_list_free(&l);
+    /* Pages: after the last key returned. */
+    assert_int_equal(vg_blob_list_keys(f->b, "l/", NULL, 2, &l), VG_OK);
+    assert_int_equal(l.n, 2);
+    assert_true(l.truncated);
+    vg_blob_list_free(&l);
+    assert_int_equal(vg_blob_list_keys(f->b, "l/", "l/a/x", 2, &l), VG_OK);
+    assert_string_equal(l.items[0].key, "l/a/y/z");
+    assert_string_equal(l.items[1].key, "l/b");
+    assert_true(l.truncated);
+    vg_blob_list_free(&l);
+    assert_int_equal(vg_blob_list_keys(f->b, "l/", "l/b", 2, &l), VG_OK);
+    assert_int_equal(l.n, 1);
+    assert_false(l.truncated);
+    vg_blob_list_free(&l);
+    /* Every key, twice in a row (the root's directory offset is not shared). */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(vg_blob_list_keys(f->b, NULL, NULL, 1000, &l), VG_OK);
+        assert_int_equal(l.n, VG_ARRAY_LEN(keys));
+        assert_string_equal(l.items[0].key, ".dot");
+        vg_blob_list_free(&l);
+    }
+    assert_int_equal(vg_blob_list_keys(f->b, "", NULL, 0, &l), VG_EINVAL);
+    assert_int_equal(vg_blob_list_keys(f->b, "", NULL, 1001, &l), VG_EINVAL);
+    vg_blob_stats st;
+    vg_blob_stats_get(f->b, &st);
+    assert_true(st.lists >= 6);
+}
+
+static void readable_keys(void **state)
+{
+    assert_true(vg_blob_key_readable("hello world+\xc3\xa9.wav"));
+    assert_true(vg_blob_key_readable("a//b"));
+    assert_true(vg_blob_key_readable("dir/"));
+    assert_false(vg_blob_key_readable(""));
+    assert_false(vg_blob_key_readable("/lead"));
+    assert_false(vg_blob_key_readable("a/../b"));
+    assert_false(vg_blob_key_readable("a/./b"));
+    assert_false(vg_blob_key_readable(".."));
+    assert_false(vg_blob_key_readable("ctl\x01"));
+    assert_false(vg_blob_key_readable("nul%00"));
+    char k[1026];
+    memset(k, 'k', 1025);
+    k[1025] = '\0';
+    assert_false(vg_blob_key_readable(k));
+    k[1024] = '\0';
+    assert_true(vg_blob_key_readable(k));
+    assert_false(vg_blob_key_valid("hello world"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +520,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(stats, setup, teardown),
         cmocka_unit_test_setup_teardown(no_temp_files_left, setup, teardown),
         cmocka_unit_test_setup_teardown(open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(metadata_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(listing, setup, teardown),
+        cmocka_unit_test(readable_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

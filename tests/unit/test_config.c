@@ -81,6 +81,19 @@ static void expect_finish_error(const char *json, const char *want)
     vg_config_free(&cfg);
 }
 
+/* Circuit breaker settings (issue 5), field by field. */
+static void assert_same_breaker(const vg_breaker_settings *a, const vg_breaker_settings *b)
+{
+    assert_int_equal(a->failure_threshold, b->failure_threshold);
+    assert_true(a->failure_rate_threshold == b->failure_rate_threshold);
+    assert_int_equal(a->window_size, b->window_size);
+    assert_int_equal(a->min_calls, b->min_calls);
+    assert_int_equal(a->recovery_timeout_ms, b->recovery_timeout_ms);
+    assert_int_equal(a->half_open_max_calls, b->half_open_max_calls);
+    assert_int_equal(a->success_threshold, b->success_threshold);
+    assert_int_equal(a->call_timeout_ms, b->call_timeout_ms);
+}
+
 /* Field-by-field equality of everything the file and env can set. */
 static void assert_same_config(const vg_config *a, const vg_config *b)
 {
@@ -111,10 +124,25 @@ static void assert_same_config(const vg_config *a, const vg_config *b)
     assert_int_equal(a->cache.lmdb.max_bytes, b->cache.lmdb.max_bytes);
     assert_int_equal(a->cache.lmdb.sweep_interval_s, b->cache.lmdb.sweep_interval_s);
     assert_string_equal(a->cache.lmdb.sync, b->cache.lmdb.sync);
+    assert_string_equal(a->redis_url, b->redis_url);
+    assert_int_equal(a->redis.connect_timeout_ms, b->redis.connect_timeout_ms);
+    assert_int_equal(a->redis.command_timeout_ms, b->redis.command_timeout_ms);
+    assert_int_equal(a->redis.backoff_base_ms, b->redis.backoff_base_ms);
+    assert_int_equal(a->redis.backoff_max_ms, b->redis.backoff_max_ms);
+    assert_string_equal(a->ratelimit.fail_mode, b->ratelimit.fail_mode);
+    assert_int_equal(a->ratelimit.max_keys, b->ratelimit.max_keys);
+    assert_string_equal(a->ratelimit.client_policy, b->ratelimit.client_policy);
+    assert_int_equal(a->ratelimit.n_policies, b->ratelimit.n_policies);
+    assert_same_breaker(&a->breakers.defaults, &b->breakers.defaults);
+    assert_int_equal(a->breakers.max_count, b->breakers.max_count);
     assert_int_equal(a->n_providers, b->n_providers);
     for (size_t i = 0; i < a->n_providers; i++) {
         assert_string_equal(a->providers[i].name, b->providers[i].name);
         assert_int_equal(a->providers[i].cache_epoch, b->providers[i].cache_epoch);
+        vg_breaker_settings ea, eb; /* effective: inherited fields filled in */
+        vg_config_breaker(a, a->providers[i].name, &ea);
+        vg_config_breaker(b, b->providers[i].name, &eb);
+        assert_same_breaker(&ea, &eb);
     }
 }
 
@@ -129,6 +157,10 @@ static const char *FULL_JSON =
     "  \"api_keys_env\": \"MY_API_KEYS\",\n"
     "  \"admin_keys_env\": \"MY_ADMIN_KEYS\",\n"
     "  \"metrics_public\": true,\n"
+    "  \"breakers\": {\"failure_threshold\": 9, \"failure_rate_threshold\": 0.25,\n"
+    "               \"window_size\": 50, \"min_calls\": 20, \"recovery_timeout_ms\": 1234,\n"
+    "               \"half_open_max_calls\": 4, \"success_threshold\": 3,\n"
+    "               \"call_timeout_ms\": 777, \"max_count\": 12},\n"
     "  \"limits\": {\"max_body_bytes\": 1048576, \"max_tts_chars\": 300,\n"
     "             \"max_header_bytes\": 4096, \"max_url_bytes\": 1024,\n"
     "             \"max_connections\": 50, \"max_connections_per_ip\": 5,\n"
@@ -733,7 +765,56 @@ static void test_describe(void **state)
         {"cache.lmdb.max_bytes", "VOXGATE_CACHE_LMDB_MAX_BYTES"},
         {"cache.lmdb.sweep_interval_s", "VOXGATE_CACHE_LMDB_SWEEP_INTERVAL_S"},
         {"cache.lmdb.sync", "VOXGATE_CACHE_LMDB_SYNC"},
+        {"redis_url", "VOXGATE_REDIS_URL"},
+        {"redis.connect_timeout_ms", "VOXGATE_REDIS_CONNECT_TIMEOUT_MS"},
+        {"redis.command_timeout_ms", "VOXGATE_REDIS_COMMAND_TIMEOUT_MS"},
+        {"redis.backoff_base_ms", "VOXGATE_REDIS_BACKOFF_BASE_MS"},
+        {"redis.backoff_max_ms", "VOXGATE_REDIS_BACKOFF_MAX_MS"},
+        {"ratelimit.fail_mode", "VOXGATE_RATELIMIT_FAIL_MODE"},
+        {"ratelimit.max_keys", "VOXGATE_RATELIMIT_MAX_KEYS"},
+        {"ratelimit.client_policy", "VOXGATE_RATELIMIT_CLIENT_POLICY"},
+        {"ratelimit.policies.<name>.limit", "VOXGATE_RATELIMIT_POLICIES_<NAME>_LIMIT"},
+        {"ratelimit.policies.<name>.window_ms", "VOXGATE_RATELIMIT_POLICIES_<NAME>_WINDOW_MS"},
+        {"ratelimit.policies.<name>.algorithm", "VOXGATE_RATELIMIT_POLICIES_<NAME>_ALGORITHM"},
+        {"ratelimit.policies.<name>.fail_mode", "VOXGATE_RATELIMIT_POLICIES_<NAME>_FAIL_MODE"},
+        {"s3.endpoint", "VOXGATE_S3_ENDPOINT"},
+        {"s3.public_endpoint", "VOXGATE_S3_PUBLIC_ENDPOINT"},
+        {"s3.bucket", "VOXGATE_S3_BUCKET"},
+        {"s3.region", "VOXGATE_S3_REGION"},
+        {"s3.access_key_env", "VOXGATE_S3_ACCESS_KEY_ENV"},
+        {"s3.secret_key_env", "VOXGATE_S3_SECRET_KEY_ENV"},
+        {"s3.session_token_env", "VOXGATE_S3_SESSION_TOKEN_ENV"},
+        {"s3.path_style", "VOXGATE_S3_PATH_STYLE"},
+        {"s3.create_bucket", "VOXGATE_S3_CREATE_BUCKET"},
+        {"s3.connect_timeout_ms", "VOXGATE_S3_CONNECT_TIMEOUT_MS"},
+        {"s3.timeout_ms", "VOXGATE_S3_TIMEOUT_MS"},
+        {"s3.max_idle_connections", "VOXGATE_S3_MAX_IDLE_CONNECTIONS"},
+        {"files.url_key_env", "VOXGATE_FILES_URL_KEY_ENV"},
+        {"files.public_url", "VOXGATE_FILES_PUBLIC_URL"},
         {"providers.<name>.cache_epoch", "VOXGATE_PROVIDERS_<NAME>_CACHE_EPOCH"},
+        {"breakers.failure_threshold", "VOXGATE_BREAKERS_FAILURE_THRESHOLD"},
+        {"breakers.failure_rate_threshold", "VOXGATE_BREAKERS_FAILURE_RATE_THRESHOLD"},
+        {"breakers.window_size", "VOXGATE_BREAKERS_WINDOW_SIZE"},
+        {"breakers.min_calls", "VOXGATE_BREAKERS_MIN_CALLS"},
+        {"breakers.recovery_timeout_ms", "VOXGATE_BREAKERS_RECOVERY_TIMEOUT_MS"},
+        {"breakers.half_open_max_calls", "VOXGATE_BREAKERS_HALF_OPEN_MAX_CALLS"},
+        {"breakers.success_threshold", "VOXGATE_BREAKERS_SUCCESS_THRESHOLD"},
+        {"breakers.call_timeout_ms", "VOXGATE_BREAKERS_CALL_TIMEOUT_MS"},
+        {"breakers.max_count", "VOXGATE_BREAKERS_MAX_COUNT"},
+        {"providers.<name>.breaker.failure_threshold",
+         "VOXGATE_PROVIDERS_<NAME>_BREAKER_FAILURE_THRESHOLD"},
+        {"providers.<name>.breaker.failure_rate_threshold",
+         "VOXGATE_PROVIDERS_<NAME>_BREAKER_FAILURE_RATE_THRESHOLD"},
+        {"providers.<name>.breaker.window_size", "VOXGATE_PROVIDERS_<NAME>_BREAKER_WINDOW_SIZE"},
+        {"providers.<name>.breaker.min_calls", "VOXGATE_PROVIDERS_<NAME>_BREAKER_MIN_CALLS"},
+        {"providers.<name>.breaker.recovery_timeout_ms",
+         "VOXGATE_PROVIDERS_<NAME>_BREAKER_RECOVERY_TIMEOUT_MS"},
+        {"providers.<name>.breaker.half_open_max_calls",
+         "VOXGATE_PROVIDERS_<NAME>_BREAKER_HALF_OPEN_MAX_CALLS"},
+        {"providers.<name>.breaker.success_threshold",
+         "VOXGATE_PROVIDERS_<NAME>_BREAKER_SUCCESS_THRESHOLD"},
+        {"providers.<name>.breaker.call_timeout_ms",
+         "VOXGATE_PROVIDERS_<NAME>_BREAKER_CALL_TIMEOUT_MS"},
     };
     char *d = vg_config_describe();
     assert_non_null(d);
@@ -801,6 +882,88 @@ static void test_apply_file_and_load(void **state)
     assert_string_equal(err, want);
 }
 
+/* Circuit breakers (issue 5): defaults, per-provider overrides inheriting
+ * breakers.*, env overrides, and the nonsense --check-config refuses. */
+static void test_breakers(void **state)
+{
+    (void)state;
+    vg_config cfg;
+    char err[512] = "";
+    vg_config_defaults(&cfg);
+    vg_breaker_settings d = cfg.breakers.defaults;
+    assert_int_equal(d.failure_threshold, 5);
+    assert_true(d.failure_rate_threshold == 0.5);
+    assert_int_equal(d.window_size, 20);
+    assert_int_equal(d.min_calls, 10);
+    assert_int_equal(d.recovery_timeout_ms, 30000);
+    assert_int_equal(d.half_open_max_calls, 1);
+    assert_int_equal(d.success_threshold, 1);
+    assert_int_equal(d.call_timeout_ms, 30000);
+    assert_int_equal(cfg.breakers.max_count, 1000);
+
+    /* A provider listed before breakers.* still inherits the later values. */
+    const char *json = "{\"providers\": {\"a\": {\"breaker\": {\"failure_threshold\": 2,"
+                       " \"failure_rate_threshold\": 1}}, \"b\": {}},"
+                       " \"breakers\": {\"failure_threshold\": 8, \"window_size\": 30}}";
+    assert_int_equal(apply(&cfg, json, err, sizeof err), 0);
+    static const env_var env[] = {{"VOXGATE_BREAKERS_RECOVERY_TIMEOUT_MS", "777"},
+                                  {"VOXGATE_PROVIDERS_B_BREAKER_FAILURE_RATE_THRESHOLD", "0.125"}};
+    SET_ENV(env);
+    if (vg_config_apply_env(&cfg, fake_getenv, err, sizeof err) != 0 ||
+        vg_config_finish(&cfg, empty_getenv, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    vg_breaker_settings s;
+    vg_config_breaker(&cfg, "a", &s);
+    assert_int_equal(s.failure_threshold, 2);
+    assert_true(s.failure_rate_threshold == 1.0);
+    assert_int_equal(s.window_size, 30);
+    assert_int_equal(s.recovery_timeout_ms, 777);
+    vg_config_breaker(&cfg, "b", &s);
+    assert_int_equal(s.failure_threshold, 8);
+    assert_true(s.failure_rate_threshold == 0.125);
+    vg_config_breaker(&cfg, "unconfigured", &s);
+    assert_int_equal(s.failure_threshold, 8);
+    assert_true(s.failure_rate_threshold == 0.5);
+    char *out = vg_config_to_json(&cfg);
+    assert_non_null(strstr(out, "\"failure_rate_threshold\":\t0.125"));
+    free(out);
+    vg_config_free(&cfg);
+
+    expect_error("{\"breakers\": {\"failure_threshold\": 0}}",
+                 "breakers.failure_threshold: out of range (expected 1..1000000)");
+    expect_error("{\"breakers\": {\"failure_rate_threshold\": 1.5}}",
+                 "breakers.failure_rate_threshold: out of range (expected a number > 0 and <= 1)");
+    expect_error("{\"breakers\": {\"failure_rate_threshold\": 0}}",
+                 "breakers.failure_rate_threshold: out of range (expected a number > 0 and <= 1)");
+    expect_error("{\"breakers\": {\"failure_rate_threshold\": \"0.5\"}}",
+                 "breakers.failure_rate_threshold: expected number");
+    expect_error("{\"breakers\": {\"max_count\": -1}}",
+                 "breakers.max_count: out of range (expected 0..100000)");
+    expect_error("{\"breakers\": {\"bogus\": 1}}", "breakers.bogus: unknown field");
+    expect_error("{\"providers\": {\"x\": {\"breaker\": {\"success_threshold\": 0}}}}",
+                 "providers.x.breaker.success_threshold: out of range (expected 1..10000)");
+    expect_error("{\"providers\": {\"x\": {\"breaker\": {\"max_count\": 3}}}}",
+                 "providers.x.breaker.max_count: unknown field");
+    expect_finish_error("{\"breakers\": {\"window_size\": 5}}",
+                        "breakers.window_size: must be >= min_calls (10), got 5");
+    expect_finish_error("{\"breakers\": {\"success_threshold\": 2}}",
+                        "breakers.success_threshold: must be <= half_open_max_calls (1), got 2");
+    expect_finish_error("{\"providers\": {\"x\": {\"breaker\": {\"min_calls\": 25}}}}",
+                        "providers.x.breaker.window_size: must be >= min_calls (25), got 20");
+
+    static const env_var bad[] = {{"VOXGATE_BREAKERS_FAILURE_RATE_THRESHOLD", "2"}};
+    SET_ENV(bad);
+    vg_config_defaults(&cfg);
+    assert_int_equal(vg_config_apply_env(&cfg, fake_getenv, err, sizeof err), -1);
+    assert_string_equal(err, "VOXGATE_BREAKERS_FAILURE_RATE_THRESHOLD: out of range "
+                             "(expected a number > 0 and <= 1)");
+    static const env_var junk[] = {{"VOXGATE_BREAKERS_FAILURE_RATE_THRESHOLD", "0.5x"}};
+    SET_ENV(junk);
+    assert_int_equal(vg_config_apply_env(&cfg, fake_getenv, err, sizeof err), -1);
+    assert_string_equal(err, "VOXGATE_BREAKERS_FAILURE_RATE_THRESHOLD: expected number");
+    fake_env_n = 0;
+}
+
 /* docker/voxgate.json must name every option at its default: applied over
  * a config where everything differs, it must give back the defaults. */
 static void test_sample_file(void **state)
@@ -822,6 +985,151 @@ static void test_sample_file(void **state)
         fail_msg("%s", err);
     assert_same_config(&cfg, &defaults);
     assert_int_equal(vg_config_finish(&cfg, empty_getenv, err, sizeof err), 0);
+    vg_config_free(&cfg);
+}
+
+/* ---- Redis options (issue 4) ---- */
+
+static const char REDIS_JSON[] =
+    "{\"redis_url\":\"redis://app:pw%40x@10.0.0.5:6380/2\",\"redis\":{"
+    "\"connect_timeout_ms\":900,\"command_timeout_ms\":120,"
+    "\"backoff_base_ms\":20,\"backoff_max_ms\":800},"
+    "\"ratelimit\":{\"fail_mode\":\"closed\",\"max_keys\":7,\"client_policy\":\"per-key\","
+    "\"policies\":{\"per-key\":{\"limit\":5,\"window_ms\":2000,\"algorithm\":\"gcra\"},"
+    "\"burst\":{\"fail_mode\":\"closed\"}}}}";
+
+static void test_redis_options(void **state)
+{
+    (void)state;
+    vg_config cfg;
+    char err[512] = "";
+    vg_config_defaults(&cfg);
+    assert_string_equal(cfg.redis_url, "");
+    assert_int_equal(cfg.redis.connect_timeout_ms, 500);
+    assert_int_equal(cfg.redis.command_timeout_ms, 250);
+    assert_int_equal(cfg.redis.backoff_base_ms, 100);
+    assert_int_equal(cfg.redis.backoff_max_ms, 5000);
+    assert_int_equal(apply(&cfg, REDIS_JSON, err, sizeof err), 0);
+    assert_string_equal(cfg.redis_url, "redis://app:pw%40x@10.0.0.5:6380/2");
+    assert_int_equal(cfg.redis.command_timeout_ms, 120);
+    assert_int_equal(cfg.redis.backoff_max_ms, 800);
+    assert_string_equal(cfg.ratelimit.fail_mode, "closed");
+    assert_int_equal(cfg.ratelimit.max_keys, 7);
+    assert_int_equal(cfg.ratelimit.n_policies, 2);
+    const vg_policy_conf *p = vg_config_policy(&cfg, "per-key");
+    assert_non_null(p);
+    assert_int_equal(p->limit, 5);
+    assert_int_equal(p->window_ms, 2000);
+    assert_string_equal(p->algorithm, "gcra");
+    assert_string_equal(p->fail_mode, "open");
+    p = vg_config_policy(&cfg, "burst");
+    assert_int_equal(p->limit, 100);
+    assert_int_equal(p->window_ms, 1000);
+    assert_string_equal(p->algorithm, "sliding_log");
+    assert_string_equal(p->fail_mode, "closed");
+    assert_null(vg_config_policy(&cfg, "nope"));
+    assert_int_equal(vg_config_finish(&cfg, empty_getenv, err, sizeof err), 0);
+    static const env_var penv[] = {{"VOXGATE_RATELIMIT_POLICIES_PER_KEY_LIMIT", "9"}};
+    SET_ENV(penv);
+    assert_int_equal(vg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_int_equal(vg_config_policy(&cfg, "per-key")->limit, 9);
+    char *pj = vg_config_to_json(&cfg);
+    assert_non_null(strstr(pj, "\"per-key\""));
+    assert_non_null(strstr(pj, "\"client_policy\":\t\"per-key\""));
+    free(pj);
+    cfg.ratelimit.n_policies = 0;
+    cfg.ratelimit.client_policy[0] = '\0';
+    /* The dump never shows the password. */
+    char *j = vg_config_to_json(&cfg);
+    assert_null(strstr(j, "pw%40x"));
+    assert_non_null(strstr(j, "redis://app:***@10.0.0.5:6380/2"));
+    free(j);
+    /* docker/voxgate.json puts them back to their defaults. */
+    char path[1024];
+    const char *slash = strrchr(__FILE__, '/');
+    snprintf(path, sizeof path, "%.*s/../../docker/voxgate.json",
+             slash ? (int)(slash - __FILE__) : 1, slash ? __FILE__ : ".");
+    vg_config defaults;
+    vg_config_defaults(&defaults);
+    if (vg_config_apply_file(&cfg, path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_same_config(&cfg, &defaults);
+    vg_config_free(&cfg);
+}
+
+/* Object storage (issue 8): checked when s3.endpoint is set. */
+static void test_s3_options(void **state)
+{
+    (void)state;
+    vg_config cfg;
+    char err[512] = "";
+    vg_config_defaults(&cfg);
+    assert_int_equal(apply(&cfg, "{\"s3\":{\"endpoint\":\"http://127.0.0.1:9000\","
+                                 "\"bucket\":\"audio.v1\",\"path_style\":false,"
+                                 "\"timeout_ms\":1500}}", err, sizeof err), 0);
+    assert_int_equal(vg_config_finish(&cfg, empty_getenv, err, sizeof err), 0);
+    assert_string_equal(cfg.s3.endpoint, "http://127.0.0.1:9000");
+    assert_string_equal(cfg.s3.access_key_env, "VOXGATE_S3_ACCESS_KEY");
+    assert_false(cfg.s3.path_style);
+    assert_int_equal(cfg.s3.timeout_ms, 1500);
+    vg_config_free(&cfg);
+    expect_finish_error("{\"s3\":{\"endpoint\":\"minio:9000\"}}",
+                        "s3.endpoint: expected http(s)://host[:port], no trailing '/'");
+    expect_finish_error("{\"s3\":{\"endpoint\":\"http://h:9000/\"}}",
+                        "s3.endpoint: expected http(s)://host[:port], no trailing '/'");
+    expect_finish_error("{\"s3\":{\"endpoint\":\"http://h\",\"bucket\":\"Bad_Bucket\"}}",
+                        "s3.bucket: expected 3-63 characters of [a-z0-9.-]");
+    expect_finish_error("{\"s3\":{\"endpoint\":\"http://h\",\"region\":\"\"}}",
+                        "s3.region: expected [A-Za-z0-9_.-]{1,64}");
+    expect_finish_error("{\"s3\":{\"endpoint\":\"http://h\",\"secret_key_env\":\"\"}}",
+                        "s3.secret_key_env: must name an environment variable when s3.endpoint "
+                        "is set");
+    expect_finish_error("{\"files\":{\"public_url\":\"ftp://x\"}}",
+                        "files.public_url: expected http(s)://host[:port][/path], no trailing '/'");
+    expect_error("{\"s3\":{\"timeout_ms\":0}}", "s3.timeout_ms: out of range (expected 1..3600000)");
+    expect_error("{\"s3\":{\"access_key_env\":\"1BAD\"}}",
+                 "s3.access_key_env: expected environment variable name [A-Za-z_][A-Za-z0-9_]*");
+    expect_error("{\"s3\":{\"bogus\":1}}", "s3.bogus: unknown field");
+}
+
+static void test_redis_bad_values(void **state)
+{
+    (void)state;
+    expect_error("{\"redis_url\":\"localhost:6379\"}",
+                 "redis_url: expected redis://host:port[/db] or unix:///path");
+    expect_error("{\"redis_url\":\"redis://u:secret@h:70000\"}",
+                 "redis_url: port must be 1..65535");
+    expect_error("{\"redis\":{\"command_timeout_ms\":0}}",
+                 "redis.command_timeout_ms: out of range (expected 1..60000)");
+    expect_error("{\"redis\":{\"bogus\":1}}", "redis.bogus: unknown field");
+    expect_error("{\"ratelimit\":{\"fail_mode\":\"maybe\"}}",
+                 "ratelimit.fail_mode: expected one of open|closed");
+    expect_error("{\"ratelimit\":{\"policies\":{\"a b\":{}}}}",
+                 "ratelimit.policies.a b: invalid policy name (expected [A-Za-z0-9_.-]{1,64})");
+    expect_error("{\"ratelimit\":{\"policies\":{\"p\":{\"limit\":0}}}}",
+                 "ratelimit.policies.p.limit: out of range (expected 1..1000000)");
+    expect_error("{\"ratelimit\":{\"policies\":{\"p\":{\"algorithm\":\"leaky\"}}}}",
+                 "ratelimit.policies.p.algorithm: expected one of sliding_log|gcra");
+    expect_error("{\"ratelimit\":{\"policies\":{\"p\":{\"rate\":1}}}}",
+                 "ratelimit.policies.p.rate: unknown field");
+    expect_finish_error("{\"ratelimit\":{\"client_policy\":\"ghost\"}}",
+                        "ratelimit.client_policy: no policy 'ghost' in ratelimit.policies");
+    expect_finish_error("{\"redis\":{\"backoff_base_ms\":500,\"backoff_max_ms\":100}}",
+                        "redis.backoff_max_ms: must be >= redis.backoff_base_ms (500)");
+    static const env_var env[] = {{"VOXGATE_REDIS_URL", "unix://relative"}};
+    SET_ENV(env);
+    vg_config cfg;
+    char err[512] = "";
+    vg_config_defaults(&cfg);
+    assert_int_equal(vg_config_apply_env(&cfg, fake_getenv, err, sizeof err), -1);
+    assert_string_equal(err,
+                        "VOXGATE_REDIS_URL: unix:// needs an absolute path (unix:///path)");
+    static const env_var good[] = {{"VOXGATE_REDIS_URL", "redis://127.0.0.1:6390"},
+                                   {"VOXGATE_REDIS_COMMAND_TIMEOUT_MS", "75"}};
+    SET_ENV(good);
+    assert_int_equal(vg_config_apply_env(&cfg, fake_getenv, err, sizeof err), 0);
+    assert_string_equal(cfg.redis_url, "redis://127.0.0.1:6390");
+    assert_int_equal(cfg.redis.command_timeout_ms, 75);
     vg_config_free(&cfg);
 }
 
@@ -850,6 +1158,10 @@ int main(void)
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_apply_file_and_load),
         cmocka_unit_test(test_sample_file),
+        cmocka_unit_test(test_breakers),
+        cmocka_unit_test(test_redis_options),
+        cmocka_unit_test(test_redis_bad_values),
+        cmocka_unit_test(test_s3_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

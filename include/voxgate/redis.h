@@ -1,0 +1,82 @@
+/* The Redis client shared by the Redis kv backend and the Redis rate
+ * limiter: redis_url parsing, one blocking hiredis connection per calling
+ * thread (created lazily), connect and command timeouts, and one shared
+ * backoff state so an outage costs each caller at most one timeout and
+ * then fails fast until the next probe (capped exponential backoff with
+ * jitter; one probe at a time, never a reconnect storm). */
+#ifndef VOXGATE_REDIS_H
+#define VOXGATE_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "voxgate/util.h"
+
+struct redisReply;
+
+/* redis://[user:pass@]host[:port][/db] or unix:///path[?db=N]. user and
+ * pass may be percent-encoded. IPv6 hosts in brackets: redis://[::1]:6379. */
+typedef struct vg_redis_url {
+    bool is_unix;
+    char host[256];
+    uint16_t port;          /* 6379 when omitted */
+    char path[108];         /* unix socket path */
+    char user[128];         /* empty: AUTH with the password only */
+    char pass[256];         /* empty: no AUTH */
+    uint32_t db;            /* SELECT when non-zero */
+} vg_redis_url;
+
+/* VG_OK, or VG_EINVAL with a message naming what is wrong (never the
+ * password). */
+int vg_redis_url_parse(const char *url, vg_redis_url *out, char *err, size_t errlen);
+
+typedef struct vg_redis_opts {
+    const char *url;
+    uint32_t connect_timeout_ms;
+    uint32_t command_timeout_ms;  /* bound on each socket read and write */
+    uint32_t backoff_base_ms;     /* first pause after a failure */
+    uint32_t backoff_max_ms;      /* cap of the doubling pause */
+} vg_redis_opts;
+
+typedef struct vg_redis vg_redis;
+
+/* One command: argc arguments with their lengths (binary safe). */
+typedef struct vg_redis_cmd {
+    int argc;
+    const char **argv;
+    const size_t *argvlen;
+} vg_redis_cmd;
+
+typedef struct vg_redis_stats {
+    uint64_t connects;        /* connections established (the first ones included) */
+    uint64_t reconnects;      /* connections established after a failure */
+    uint64_t failures;        /* round trips that failed: down, timeout, I/O */
+    uint64_t fast_fails;      /* calls refused at once during a backoff pause */
+    bool up;                  /* false during a backoff pause */
+} vg_redis_stats;
+
+/* Parses the URL; connects nothing (connections are made on first use). */
+int vg_redis_open(const vg_redis_opts *o, vg_redis **out, char *err, size_t errlen);
+/* Frees every connection; threads that used the client must be done. */
+void vg_redis_close(vg_redis *r);
+
+/* Send n commands in one write and read their n replies (one round
+ * trip) on the calling thread's connection. replies[i] are hiredis
+ * replies (REDIS_REPLY_ERROR included) the caller frees with
+ * vg_redis_free_replies. retry_safe: when a reused connection turns out
+ * to have been closed by the server (a Redis restart), reconnect and send
+ * again once; pass false for commands that must not run twice.
+ * Returns VG_OK, or VG_EUNAVAIL (down, timed out, or in a backoff pause)
+ * with every reply NULL. */
+int vg_redis_pipeline(vg_redis *r, const vg_redis_cmd *cmds, size_t n,
+                      struct redisReply **replies, bool retry_safe);
+void vg_redis_free_replies(struct redisReply **replies, size_t n);
+
+void vg_redis_stats_get(vg_redis *r, vg_redis_stats *out);
+
+/* Test seam: the jittered pause for the n-th consecutive failure (n >= 1)
+ * given a random value r in [0, 2^32). */
+uint64_t vg_redis_backoff_ms(uint32_t base_ms, uint32_t max_ms, uint32_t n, uint32_t r);
+
+#endif
