@@ -266,6 +266,8 @@ static int serve(vg_app *app)
     vg_http_quiesce();
     bool idle = vg_http_wait_idle(app->cfg->shutdown_timeout_ms);
     vg_http_stop();
+    if (!vg_api_files_drain(app->cfg->shutdown_timeout_ms + 30000u))
+        idle = false;
     sweeper_stop();
     vg_log(idle ? VG_LOG_INFO : VG_LOG_WARN, NULL, "stopped",
            (vg_log_field[]){VG_LB("drained", idle)}, 1);

@@ -74,7 +74,17 @@ typedef struct vg_blob_ops {
     /* A URL anyone can GET for expires_s (1..7 days); NULL when the store
      * cannot presign (the local store: the Files API signs its own URLs). */
     int (*presign)(vg_blob *b, const char *key, unsigned expires_s, vg_buf *url);
+    /* A PUT of exactly len bytes pulled from read() as the store sends
+     * them, so a large upload never sits whole in memory. read() fills up
+     * to max bytes and returns how many (blocking until some arrive), or
+     * VG_BLOB_READ_ABORT to give up: nothing is stored then. NULL when the
+     * store cannot stream (the local store: callers buffer the body). */
+    int (*put_stream)(vg_blob *b, const char *key, uint64_t len, const char *ctype,
+                      const vg_blob_meta *meta, size_t nmeta,
+                      size_t (*read)(void *ud, char *buf, size_t max), void *ud);
 } vg_blob_ops;
+
+#define VG_BLOB_READ_ABORT ((size_t)-1)
 
 struct vg_blob {
     const vg_blob_ops *ops;
@@ -108,6 +118,12 @@ static inline int vg_blob_list_keys(vg_blob *b, const char *prefix, const char *
 static inline bool vg_blob_can_presign(vg_blob *b) { return b->ops->presign != NULL; }
 static inline int vg_blob_presign(vg_blob *b, const char *k, unsigned expires_s, vg_buf *url)
 { return b->ops->presign ? b->ops->presign(b, k, expires_s, url) : VG_EINVAL; }
+
+static inline bool vg_blob_can_stream(vg_blob *b) { return b->ops->put_stream != NULL; }
+static inline int vg_blob_put_stream(vg_blob *b, const char *k, uint64_t len, const char *ct,
+                                     const vg_blob_meta *m, size_t nm,
+                                     size_t (*read)(void *ud, char *buf, size_t max), void *ud)
+{ return b->ops->put_stream(b, k, len, ct, m, nm, read, ud); }
 
 /* A one-line reason for the calling thread's last failed blob operation
  * ("S3 answered 403 SignatureDoesNotMatch: ..."); "" when none. */

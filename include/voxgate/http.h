@@ -129,6 +129,39 @@ void vg_reply_error(vg_req *r, unsigned status, const char *code, const char *fm
 void vg_reply_error_h(vg_req *r, unsigned status, const char *code, const vg_header *hdrs,
                       size_t nh, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* ---- streamed request bodies ---- */
+
+/* A handler that takes the body as it arrives instead of whole (large
+ * Files API uploads to S3). Every call runs on the connection's MHD
+ * thread; a sink that must wait (its buffer is full, the upload has not
+ * finished) calls vg_req_suspend and is called again after vg_req_resume.
+ * Spurious calls are allowed: each call re-checks its state. */
+typedef struct vg_body_sink vg_body_sink;
+struct vg_body_sink {
+    /* Takes up to n bytes and returns how many; fewer than n only after a
+     * successful vg_req_suspend (0 without one drops the connection). */
+    size_t (*write)(vg_body_sink *s, vg_req *r, const char *p, size_t n);
+    /* The whole body was given: reply, or vg_req_suspend and wait. */
+    void (*finish)(vg_body_sink *s, vg_req *r);
+    /* The request is over (ok: the reply went out); r is gone after this. */
+    void (*release)(vg_body_sink *s, bool ok);
+};
+
+/* Registers start for the route rows whose handler is handler. start runs
+ * once the request passed every check, when it has a Content-Length body:
+ * it replies (an error), calls vg_req_stream, or does neither to get the
+ * body buffered whole as usual. Call before vg_http_start. */
+void vg_http_stream_hook(vg_handler handler, vg_handler start);
+void vg_req_stream(vg_req *r, vg_body_sink *s);
+/* The body's announced length (0 when none or chunked). */
+uint64_t vg_req_content_length(vg_req *r);
+/* Park the connection (MHD thread only, from a sink call). False when the
+ * server is stopping: the sink must then give up. */
+bool vg_req_suspend(vg_req *r);
+/* Wake a parked connection; any thread, while r is alive (before the
+ * sink's release returned). A no-op when it is not parked. */
+void vg_req_resume(vg_req *r);
+
 /* ---- server lifecycle ---- */
 
 int vg_http_start(struct vg_app *app, const vg_route *routes, size_t nroutes, char *err,

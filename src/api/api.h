@@ -50,6 +50,9 @@ void vg_api_files_url(vg_req *r);    /* GET a presigned / signed URL */
  * URL-signing key; 0 or -1 with err set. */
 int vg_api_files_wire(vg_app *app, char *err, size_t errlen);
 void vg_api_files_register_metrics(vg_app *app);
+/* Wait for streamed-upload threads to end (after vg_http_stop, which
+ * abandons their requests, and before the blob store closes). */
+bool vg_api_files_drain(unsigned timeout_ms);
 /* A URL anyone can GET for expires_s: presigned by S3, or signed by us
  * (/v1/files/{key}?expires=&sig=). VG_OK or an error. */
 int vg_api_files_signed_url(vg_req *r, const char *key, unsigned expires_s, vg_buf *out,

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "voxgate/entry.h"
 #include "voxgate/keys.h"
 #include "voxgate/log.h"
+#include "voxgate/ring.h"
 #include "voxgate/sigv4.h"
 
 #define KEY_MAX 1024
@@ -31,6 +34,7 @@
 static struct {
     unsigned char url_key[32];
     vg_hist op_us;
+    atomic_int uploaders; /* streamed-upload threads still running */
 } files;
 
 /* ---- errors ---- */
@@ -286,6 +290,24 @@ static bool content_type(vg_req *r, const char **ct)
     return true;
 }
 
+/* What the store says about a file just written; when it cannot be read
+ * back right now, what was sent. */
+static void stored_info(vg_blob *blob, const char *key, const char *ct, const meta_collect *mc,
+                        uint64_t n, const char *sha, vg_blob_info *info)
+{
+    if (vg_blob_head(blob, key, info) == VG_OK)
+        return;
+    memset(info, 0, sizeof *info);
+    info->size = n;
+    info->modified_ms = vg_clock_ms();
+    snprintf(info->content_type, sizeof info->content_type, "%.127s", ct);
+    snprintf(info->etag, sizeof info->etag, "%s", sha);
+    info->nmeta = mc->n;
+    memcpy(info->meta, mc->meta, mc->n * sizeof mc->meta[0]);
+}
+
+static void reply_stored(vg_req *r, const char *key, const vg_blob_info *info);
+
 /* Store the body under key and answer 201 with the file's info. */
 static void store(vg_req *r, const char *key, const char *ct, const meta_collect *mc)
 {
@@ -297,19 +319,19 @@ static void store(vg_req *r, const char *key, const char *ct, const meta_collect
         reply_store_error(r, rc == VG_NOTFOUND ? VG_EUNAVAIL : rc, "the upload");
         return;
     }
+    char sha[VG_SHA256_HEX + 1];
+    vg_sha256_hex(body, n, sha);
     vg_blob_info info;
-    if (vg_blob_head(app->blob, key, &info) != VG_OK) {
-        /* Stored, but not readable back right now: answer from what we sent. */
-        memset(&info, 0, sizeof info);
-        info.size = n;
-        info.modified_ms = vg_clock_ms();
-        snprintf(info.content_type, sizeof info.content_type, "%s", ct);
-        vg_sha256_hex(body, n, info.etag);
-        info.nmeta = mc->n;
-        memcpy(info.meta, mc->meta, mc->n * sizeof mc->meta[0]);
-    }
+    stored_info(app->blob, key, ct, mc, n, sha, &info);
+    reply_stored(r, key, &info);
+}
+
+/* 201 with the file's info and its Location. */
+static void reply_stored(vg_req *r, const char *key, const vg_blob_info *info)
+{
+    vg_app *app = vg_req_app(r);
     vg_buf b = {0}, loc = {0};
-    info_json(&b, app->blob, key, &info);
+    info_json(&b, app->blob, key, info);
     vg_buf_puts(&loc, "/v1/files/");
     vg_sigv4_encode(&loc, key, strlen(key), true);
     vg_header h = {"Location", loc.data};
@@ -443,7 +465,13 @@ static void uuid4(char out[37])
     snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }
 
-static void file_post(vg_req *r)
+/* The generated key, Content-Type and metadata of a POST; false once an
+ * error was answered. */
+static bool quiet_ct_meta(vg_req *r, const char **ct, meta_collect *mc);
+
+/* quiet: check only, answer nothing (the stream hook's look ahead). */
+static bool post_key(vg_req *r, char key[KEY_MAX + 1], const char **ct, meta_collect *mc,
+                     bool quiet)
 {
     const char *prefix = vg_req_query(r, "prefix");
     char pfx[KEY_MAX + 1] = "";
@@ -453,24 +481,266 @@ static void file_post(vg_req *r)
         if (n && pfx[n - 1] == '/')
             pfx[n - 1] = '\0'; /* "uploads/" and "uploads" mean the same */
         if (strlen(prefix) > KEY_MAX - 64 || !vg_blob_key_valid(pfx)) {
+            if (quiet)
+                return false;
             vg_reply_error(r, 400, "invalid_prefix",
                            "prefix is up to 960 bytes of [A-Za-z0-9/._-], with no '..' segment "
                            "and no leading '/'");
-            return;
+            return false;
         }
     }
-    const char *ct;
-    meta_collect mc = {0};
-    if (!content_type(r, &ct) || !request_meta(r, &mc))
-        return;
-    char id[37], date[16], key[KEY_MAX + 1];
+    if (quiet ? !quiet_ct_meta(r, ct, mc) : !content_type(r, ct) || !request_meta(r, mc))
+        return false;
+    char id[37], date[16];
     time_t t = (time_t)(vg_clock_ms() / 1000u);
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(date, sizeof date, "%Y/%m/%d", &tm);
     uuid4(id);
-    snprintf(key, sizeof key, "%s%s%s/%s.%s", pfx, *pfx ? "/" : "", date, id, ext_for(ct));
-    store(r, key, ct, &mc);
+    snprintf(key, KEY_MAX + 1, "%s%s%s/%s.%s", pfx, *pfx ? "/" : "", date, id, ext_for(*ct));
+    return true;
+}
+
+static void file_post(vg_req *r)
+{
+    char key[KEY_MAX + 1];
+    const char *ct;
+    meta_collect mc = {0};
+    if (post_key(r, key, &ct, &mc, false))
+        store(r, key, ct, &mc);
+}
+
+/* ---- streamed uploads (S3, known Content-Length) ---- */
+
+/* A body over one ring's worth goes to S3 as it arrives: the connection
+ * fills a bounded ring, a thread of its own runs the PUT and drains it.
+ * The MHD thread never waits on S3: a full ring or an unfinished PUT
+ * parks (suspends) the connection, and the uploader wakes it. */
+#define STREAM_RING (256u * 1024u)
+
+typedef struct up_stream {
+    vg_body_sink sink;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    vg_ring ring;
+    vg_req *r;             /* NULL once the request is over */
+    vg_blob *blob;
+    char key[KEY_MAX + 1];
+    char ct[256];
+    meta_collect mc;
+    uint64_t len;
+    EVP_MD_CTX *sha;       /* of the bytes sent: the ETag if HEAD fails after */
+    bool abort, done;
+    int rc;
+    long status;
+    char why[512];
+    vg_blob_info info;
+    atomic_int refs;
+} up_stream;
+
+static void up_unref(up_stream *u)
+{
+    if (atomic_fetch_sub(&u->refs, 1) != 1)
+        return;
+    vg_ring_free(&u->ring);
+    EVP_MD_CTX_free(u->sha);
+    pthread_cond_destroy(&u->cv);
+    pthread_mutex_destroy(&u->mu);
+    free(u);
+}
+
+/* curl's read side: wait for bytes from the connection. */
+static size_t up_read(void *ud, char *buf, size_t max)
+{
+    up_stream *u = ud;
+    pthread_mutex_lock(&u->mu);
+    while (!u->ring.len && !u->abort)
+        pthread_cond_wait(&u->cv, &u->mu);
+    size_t n = u->abort ? VG_BLOB_READ_ABORT : vg_ring_get(&u->ring, buf, max);
+    if (!u->abort) {
+        EVP_DigestUpdate(u->sha, buf, n);
+        if (u->r)
+            vg_req_resume(u->r); /* room again, if it was waiting for some */
+    }
+    pthread_mutex_unlock(&u->mu);
+    return n;
+}
+
+static void *up_thread(void *arg)
+{
+    up_stream *u = arg;
+    int rc = vg_blob_put_stream(u->blob, u->key, u->len, u->ct, u->mc.meta, u->mc.n, up_read, u);
+    vg_blob_info info = {0};
+    if (rc == VG_OK) {
+        unsigned char md[32];
+        char sha[VG_SHA256_HEX + 1];
+        EVP_DigestFinal_ex(u->sha, md, NULL);
+        vg_hex_lower(md, 32, sha);
+        stored_info(u->blob, u->key, u->ct, &u->mc, u->len, sha, &info);
+    }
+    pthread_mutex_lock(&u->mu);
+    u->done = true;
+    u->rc = rc;
+    u->info = info;
+    u->status = vg_blob_last_status();
+    snprintf(u->why, sizeof u->why, "%s", vg_blob_last_error());
+    if (u->r)
+        vg_req_resume(u->r);
+    pthread_mutex_unlock(&u->mu);
+    up_unref(u);
+    atomic_fetch_sub(&files.uploaders, 1);
+    return NULL;
+}
+
+static size_t up_write(vg_body_sink *s, vg_req *r, const char *p, size_t n)
+{
+    up_stream *u = (up_stream *)s;
+    pthread_mutex_lock(&u->mu);
+    size_t took = n; /* once the PUT is over (failed), the rest is discarded */
+    if (!u->done) {
+        took = vg_ring_put(&u->ring, p, n);
+        if (took)
+            pthread_cond_signal(&u->cv);
+        if (took < n)
+            vg_req_suspend(r);
+    }
+    pthread_mutex_unlock(&u->mu);
+    return took;
+}
+
+static void up_finish(vg_body_sink *s, vg_req *r)
+{
+    up_stream *u = (up_stream *)s;
+    pthread_mutex_lock(&u->mu);
+    bool done = u->done;
+    if (!done)
+        vg_req_suspend(r);
+    pthread_mutex_unlock(&u->mu);
+    if (!done)
+        return;
+    if (u->rc != VG_OK) {
+        /* The reason was recorded on the uploader's thread. */
+        vg_blob_set_error("%s", u->why);
+        vg_blob_set_status(u->status);
+        reply_store_error(r, u->rc == VG_NOTFOUND ? VG_EUNAVAIL : u->rc, "the upload");
+        return;
+    }
+    reply_stored(r, u->key, &u->info);
+}
+
+/* The request is over: an upload still running is abandoned (S3 stores
+ * nothing of a PUT that never completed). */
+static void up_release(vg_body_sink *s, bool ok)
+{
+    up_stream *u = (up_stream *)s;
+    pthread_mutex_lock(&u->mu);
+    u->r = NULL;
+    if (!u->done)
+        u->abort = true;
+    pthread_cond_signal(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+    up_unref(u);
+}
+
+static up_stream *up_new(vg_req *r, const char *key, const char *ct, const meta_collect *mc,
+                         uint64_t len)
+{
+    up_stream *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    if (vg_ring_init(&u->ring, STREAM_RING) != VG_OK || !(u->sha = EVP_MD_CTX_new()) ||
+        !EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL)) {
+        vg_ring_free(&u->ring);
+        EVP_MD_CTX_free(u->sha);
+        free(u);
+        return NULL;
+    }
+    u->sink = (vg_body_sink){up_write, up_finish, up_release};
+    pthread_mutex_init(&u->mu, NULL);
+    pthread_cond_init(&u->cv, NULL);
+    u->r = r;
+    u->blob = vg_req_app(r)->blob;
+    snprintf(u->key, sizeof u->key, "%s", key);
+    snprintf(u->ct, sizeof u->ct, "%s", ct);
+    u->mc = *mc;
+    u->len = len;
+    atomic_init(&u->refs, 2); /* the request and the uploader */
+    return u;
+}
+
+/* Streams the body when the thread starts; else the body is buffered. */
+static void stream_upload(vg_req *r, const char *key, const char *ct, const meta_collect *mc)
+{
+    up_stream *u = up_new(r, key, ct, mc, vg_req_content_length(r));
+    if (!u)
+        return;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    atomic_fetch_add(&files.uploaders, 1);
+    if (pthread_create(&t, &at, up_thread, u) != 0) {
+        atomic_fetch_sub(&files.uploaders, 1);
+        atomic_store(&u->refs, 1);
+        up_unref(u);
+    } else {
+        vg_req_stream(r, &u->sink);
+    }
+    pthread_attr_destroy(&at);
+}
+
+static bool streamable(vg_req *r)
+{
+    return vg_blob_can_stream(vg_req_app(r)->blob) && vg_req_content_length(r) > STREAM_RING;
+}
+
+/* The checks of content_type and request_meta, answering nothing: a
+ * request that fails one is left to the buffered path, so its error is
+ * answered after the body was read, exactly as for a small body. */
+static bool quiet_ct_meta(vg_req *r, const char **ct, meta_collect *mc)
+{
+    *ct = vg_req_header(r, "Content-Type");
+    if (!*ct || !**ct || !vg_content_type_valid(*ct))
+        return false;
+    vg_req_each_header(r, collect_meta, mc);
+    return !mc->bad && vg_blob_meta_valid(mc->meta, mc->n);
+}
+
+/* Stream hook of PUT /v1/files/{key}: the checks of file_put, quietly. */
+static void stream_put(vg_req *r)
+{
+    char key[KEY_MAX + 1];
+    size_t n = 0;
+    const char *p = vg_req_param(r, 0, &n);
+    const char *ct;
+    meta_collect mc = {0};
+    if (vg_req_method(r) != VG_M_PUT || !streamable(r) || !p || n == 0 || n > KEY_MAX)
+        return;
+    memcpy(key, p, n);
+    key[n] = '\0';
+    if (vg_blob_key_valid(key) && quiet_ct_meta(r, &ct, &mc))
+        stream_upload(r, key, ct, &mc);
+}
+
+/* Stream hook of POST /v1/files. */
+static void stream_post(vg_req *r)
+{
+    char key[KEY_MAX + 1];
+    const char *ct;
+    meta_collect mc = {0};
+    if (vg_req_method(r) == VG_M_POST && streamable(r) && post_key(r, key, &ct, &mc, true))
+        stream_upload(r, key, ct, &mc);
+}
+
+bool vg_api_files_drain(unsigned timeout_ms)
+{
+    uint64_t deadline = vg_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    while (atomic_load(&files.uploaders) > 0) {
+        if (vg_mono_ns() >= deadline)
+            return false;
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
+    return true;
 }
 
 /* ---- listing ---- */
@@ -689,6 +959,8 @@ int vg_api_files_wire(vg_app *app, char *err, size_t errlen)
     }
     app->blob->observe_us = observe_op;
     app->blob->observe_ud = &files.op_us;
+    vg_http_stream_hook(vg_api_files_key, stream_put);
+    vg_http_stream_hook(vg_api_files_root, stream_post);
     return 0;
 }
 

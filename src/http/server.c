@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -44,6 +45,10 @@ struct vg_req {
     const char *cache_tag;
     const char *provider;
     const char *error_code;
+    vg_body_sink *sink;     /* the body is streamed to it, not buffered */
+    bool waited;            /* the last sink call parked the connection */
+    bool parked;            /* suspended; guarded by srv.park_mu */
+    vg_req *park_prev, *park_next;
     char id[VG_REQID_MAX + 1];
 };
 
@@ -54,7 +59,14 @@ static struct {
     size_t nroutes;
     atomic_int inflight;
     uint16_t port;
-} srv;
+    struct { vg_handler handler, start; } hooks[4];
+    size_t nhooks;
+    /* Parked connections, so that a stop can wake them: MHD_stop_daemon
+     * must not run while any connection is suspended. */
+    pthread_mutex_t park_mu;
+    vg_req *parked;
+    bool stopping;
+} srv = {.park_mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- accessors ---- */
 
@@ -457,6 +469,104 @@ static void dispatch(vg_req *r)
         vg_reply_error(r, 500, "internal", "the handler produced no response");
 }
 
+/* ---- streamed bodies ---- */
+
+void vg_http_stream_hook(vg_handler handler, vg_handler start)
+{
+    if (srv.nhooks < VG_ARRAY_LEN(srv.hooks))
+    {
+        srv.hooks[srv.nhooks].handler = handler;
+        srv.hooks[srv.nhooks++].start = start;
+    }
+}
+
+void vg_req_stream(vg_req *r, vg_body_sink *s) { r->sink = s; }
+
+uint64_t vg_req_content_length(vg_req *r)
+{
+    const char *cl = vg_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = vg_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    uint64_t n = 0;
+    if (!cl || (te && strcasecmp(te, "identity") != 0) || !vg_parse_u64(cl, &n))
+        return 0;
+    return n;
+}
+
+bool vg_req_suspend(vg_req *r)
+{
+    pthread_mutex_lock(&srv.park_mu);
+    bool ok = !srv.stopping;
+    if (ok) {
+        MHD_suspend_connection(r->conn);
+        r->parked = true;
+        r->park_prev = NULL;
+        r->park_next = srv.parked;
+        if (srv.parked)
+            srv.parked->park_prev = r;
+        srv.parked = r;
+        r->waited = true;
+    }
+    pthread_mutex_unlock(&srv.park_mu);
+    return ok;
+}
+
+static void unlink_parked(vg_req *r)
+{
+    r->parked = false;
+    if (r->park_prev)
+        r->park_prev->park_next = r->park_next;
+    else
+        srv.parked = r->park_next;
+    if (r->park_next)
+        r->park_next->park_prev = r->park_prev;
+}
+
+static void unpark_locked(vg_req *r)
+{
+    if (!r->parked)
+        return;
+    unlink_parked(r);
+    MHD_resume_connection(r->conn);
+}
+
+void vg_req_resume(vg_req *r)
+{
+    pthread_mutex_lock(&srv.park_mu);
+    unpark_locked(r);
+    pthread_mutex_unlock(&srv.park_mu);
+}
+
+/* After the checks: may the route's stream hook take this body? */
+static void maybe_stream(vg_req *r)
+{
+    if (r->responded || !vg_req_content_length(r))
+        return;
+    for (size_t i = 0; i < srv.nhooks; i++)
+        if (srv.hooks[i].handler == r->match.route->handler) {
+            srv.hooks[i].start(r);
+            if (r->sink)
+                vg_buf_free(&r->body); /* check_body's reservation for the whole body */
+            return;
+        }
+}
+
+/* One MHD call of a streamed request; false drops the connection. */
+static bool stream_call(vg_req *r, const char *upload, size_t *upload_size)
+{
+    r->waited = false;
+    if (r->responded) {
+        *upload_size = 0; /* the reply waits for MHD to finish reading */
+        return true;
+    }
+    if (*upload_size) {
+        size_t took = r->sink->write(r->sink, r, upload, *upload_size);
+        *upload_size -= took;
+        return took > 0 || r->waited;
+    }
+    r->sink->finish(r->sink, r);
+    return r->responded || r->waited;
+}
+
 /* ---- MHD callbacks ---- */
 
 static vg_req *req_new(struct MHD_Connection *c, const char *url, const char *method)
@@ -496,10 +606,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         /* A request with a body is checked now, so a refused body is never
          * read. One without waits for the next call: a reply queued this
          * early would make MHD close the connection, losing keep-alive. */
-        if (r->expect_body)
-            check_all(r);
+        if (r->expect_body && check_all(r))
+            maybe_stream(r);
         return MHD_YES;
     }
+    if (r->sink)
+        return stream_call(r, upload, upload_size) ? MHD_YES : MHD_NO;
     if (r->raw_sent) {
         /* Lingering after a mid-body 413: discard, within bounds. */
         r->linger_bytes += *upload_size;
@@ -562,6 +674,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!r)
         return;
     log_access(r, toe);
+    if (r->sink) {
+        pthread_mutex_lock(&srv.park_mu);
+        if (r->parked) /* MHD closed it while parked: never resume it again */
+            unlink_parked(r);
+        pthread_mutex_unlock(&srv.park_mu);
+        r->sink->release(r->sink, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    }
     vg_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
@@ -696,6 +815,13 @@ bool vg_http_wait_idle(unsigned timeout_ms)
 
 void vg_http_stop(void)
 {
+    /* Wake every parked connection first; a woken sink cannot park again
+     * and gives up, so the daemon can stop. */
+    pthread_mutex_lock(&srv.park_mu);
+    srv.stopping = true;
+    while (srv.parked)
+        unpark_locked(srv.parked);
+    pthread_mutex_unlock(&srv.park_mu);
     if (srv.daemon)
         MHD_stop_daemon(srv.daemon);
     srv.daemon = NULL;

@@ -50,6 +50,9 @@ typedef struct s3_call {
     size_t nquery;
     const void *body;
     size_t blen;
+    /* A streamed PUT body: pulled from read, blen bytes in all. */
+    size_t (*read)(void *ud, char *buf, size_t max);
+    void *read_ud;
     const char *ctype;
     const vg_blob_meta *meta;
     size_t nmeta;
@@ -171,6 +174,13 @@ static size_t on_send(char *p, size_t sz, size_t n, void *ud)
     size_t len = sz * n, left = c->blen - c->sent;
     if (len > left)
         len = left;
+    if (c->read && len) {
+        size_t got = c->read(c->read_ud, p, len);
+        if (got == VG_BLOB_READ_ABORT || got == 0)
+            return CURL_READFUNC_ABORT; /* curl ends the request before its last byte */
+        c->sent += got;
+        return got;
+    }
     if (len)
         memcpy(p, (const char *)c->body + c->sent, len);
     c->sent += len;
@@ -308,9 +318,12 @@ static struct curl_slist *build_headers(const s3_blob *s, const s3_call *c)
 {
     struct curl_slist *h = NULL;
     char line[600], hash[VG_SHA256_HEX + 1];
-    if (c->body)
+    /* A streamed body's hash is unknown when the request is signed: S3,
+     * MinIO and s3rver accept UNSIGNED-PAYLOAD over a plain PUT. */
+    const char *sha = c->read ? "UNSIGNED-PAYLOAD" : c->body ? hash : VG_SIGV4_EMPTY_SHA;
+    if (c->body && !c->read)
         vg_sha256_hex(c->body, c->blen, hash);
-    snprintf(line, sizeof line, "x-amz-content-sha256: %s", c->body ? hash : VG_SIGV4_EMPTY_SHA);
+    snprintf(line, sizeof line, "x-amz-content-sha256: %s", sha);
     h = curl_slist_append(h, line);
     if (c->ctype) {
         snprintf(line, sizeof line, "Content-Type: %s", c->ctype);
@@ -369,7 +382,15 @@ static int perform(s3_blob *s, s3_call *c)
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_ms);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s->timeout_ms);
+    if (c->read) {
+        /* A stream lasts as long as the client takes to send it: bound
+         * stalls instead of the whole transfer. */
+        long secs = (s->timeout_ms + 999) / 1000;
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, secs > 0 ? secs : 1L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s->timeout_ms);
+    }
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
@@ -659,6 +680,28 @@ static void s3_close(vg_blob *b)
     free(s);
 }
 
+static int s3_put_stream(vg_blob *b, const char *key, uint64_t len, const char *ctype,
+                         const vg_blob_meta *meta, size_t nmeta,
+                         size_t (*read)(void *ud, char *buf, size_t max), void *ud)
+{
+    s3_blob *s = (s3_blob *)b;
+    uint64_t t0 = vg_mono_ns();
+    if (!ctype || !*ctype)
+        ctype = "application/octet-stream";
+    if (!vg_blob_key_valid(key) || !read || !ctype_ok(ctype) || !vg_blob_meta_valid(meta, nmeta))
+        return VG_EINVAL;
+    if (len > s->max_object)
+        return VG_ETOOBIG;
+    s3_call c = {.method = "PUT", .key = key, .body = "", .blen = (size_t)len, .read = read,
+                 .read_ud = ud, .ctype = ctype, .meta = meta, .nmeta = nmeta};
+    int rc = perform(s, &c);
+    if (rc == VG_OK) {
+        count(&s->puts, 1);
+        count(&s->bytes_in, len);
+    }
+    return tally(s, rc == VG_NOTFOUND ? VG_EUNAVAIL : rc, t0);
+}
+
 static const vg_blob_ops s3_ops = {
     .name = "s3",
     .put = s3_put,
@@ -671,6 +714,7 @@ static const vg_blob_ops s3_ops = {
     .put_meta = s3_put_meta,
     .list = s3_list,
     .presign = s3_presign,
+    .put_stream = s3_put_stream,
 };
 
 /* ---- open ---- */
