@@ -219,7 +219,11 @@ describe('streamed uploads when S3 fails', { timeout: SLOW }, () => {
         const took = Date.now() - t0;
         assert.equal(r.status, 503, r.text);
         assert.equal(r.json.error.code, 'storage_unavailable');
-        assert.ok(took < 10000, `took ${took} ms`);
+        // A streamed PUT is bounded by s3.timeout_ms without progress, not by a
+        // whole-transfer deadline; the kernel's socket buffers count as progress
+        // for a while after S3 stops, so this ends in about 9 s. The point is
+        // that it ends (and the worker stayed free above), not a sharp figure.
+        assert.ok(took < 20000, `took ${took} ms`);
       } finally {
         process.kill(s3.child.pid, 'SIGCONT');
       }
