@@ -565,22 +565,29 @@ static int read_data(int fd, const obj_hdr *h, vg_buf *out)
     return VG_OK;
 }
 
+/* Header (and, when out is given, the data) of one object. */
+static int load_obj(local_blob *lb, const char *key, vg_buf *out, vg_blob_info *info)
+{
+    int fd;
+    int rc = open_obj(lb, key, &fd);
+    if (rc != VG_OK)
+        return rc;
+    obj_hdr h;
+    rc = load_hdr(fd, &h);
+    if (rc == VG_OK && out)
+        rc = read_data(fd, &h, out);
+    if (rc == VG_OK)
+        hdr_info(&h, info);
+    close(fd);
+    return rc;
+}
+
 /* out is replaced, not appended to; on failure it is left empty. */
 static int local_get(vg_blob *b, const char *key, vg_buf *out, vg_blob_info *info)
 {
     local_blob *lb = (local_blob *)b;
     uint64_t t0 = vg_mono_ns();
-    int fd;
-    int rc = open_obj(lb, key, &fd);
-    if (rc == VG_OK) {
-        obj_hdr h;
-        rc = load_hdr(fd, &h);
-        if (rc == VG_OK)
-            rc = read_data(fd, &h, out);
-        if (rc == VG_OK)
-            hdr_info(&h, info);
-        close(fd);
-    }
+    int rc = load_obj(lb, key, out, info);
     if (rc != VG_OK)
         vg_buf_reset(out);
     if (rc == VG_OK || rc == VG_NOTFOUND)
@@ -595,15 +602,7 @@ static int local_head(vg_blob *b, const char *key, vg_blob_info *info)
 {
     local_blob *lb = (local_blob *)b;
     uint64_t t0 = vg_mono_ns();
-    int fd;
-    int rc = open_obj(lb, key, &fd);
-    if (rc == VG_OK) {
-        obj_hdr h;
-        rc = load_hdr(fd, &h);
-        if (rc == VG_OK)
-            hdr_info(&h, info);
-        close(fd);
-    }
+    int rc = load_obj(lb, key, NULL, info);
     count(&lb->heads, 1);
     observe(b, t0);
     return tally(lb, rc);
