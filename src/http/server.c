@@ -35,6 +35,8 @@ struct vg_req {
     uint64_t body_limit;
     vg_buf body;
     bool expect_body;
+    bool chunked;           /* Transfer-Encoding other than identity */
+    uint64_t declared_len;  /* Content-Length parsed once; 0 when absent or bad */
     bool responded;
     bool raw_sent;          /* a 413 was written to the socket mid-body */
     uint64_t linger_until_ns;
@@ -384,16 +386,15 @@ static bool media_type_is(const char *ct, const char *want)
 
 static bool check_body(vg_req *r)
 {
-    const char *cl = vg_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    uint64_t n = 0;
-    if (cl && vg_parse_u64(cl, &n) && n > r->body_limit) {
+    uint64_t n = r->declared_len;
+    if (n > r->body_limit) {
         vg_reply_error(r, 413, "body_too_large", "request body is over %llu bytes",
                        (unsigned long long)r->body_limit);
         return false;
     }
     if (!r->expect_body)
         return true;
-    if (cl && n && n <= 64 * 1024 * 1024 && vg_buf_reserve(&r->body, (size_t)n) != VG_OK) {
+    if (n && n <= 64 * 1024 * 1024 && vg_buf_reserve(&r->body, (size_t)n) != VG_OK) {
         vg_reply_error(r, 503, "out_of_memory", "cannot buffer the request body");
         return false;
     }
@@ -482,15 +483,7 @@ void vg_http_stream_hook(vg_handler handler, vg_handler start)
 
 void vg_req_stream(vg_req *r, vg_body_sink *s) { r->sink = s; }
 
-uint64_t vg_req_content_length(vg_req *r)
-{
-    const char *cl = vg_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te = vg_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    uint64_t n = 0;
-    if (!cl || (te && strcasecmp(te, "identity") != 0) || !vg_parse_u64(cl, &n))
-        return 0;
-    return n;
-}
+uint64_t vg_req_content_length(vg_req *r) { return r->chunked ? 0 : r->declared_len; }
 
 bool vg_req_suspend(vg_req *r)
 {
@@ -584,7 +577,10 @@ static vg_req *req_new(struct MHD_Connection *c, const char *url, const char *me
     r->body_limit = srv.app->cfg->limits.max_body_bytes;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
-    r->expect_body = (cl && strcmp(cl, "0") != 0) || (te && strcasecmp(te, "identity") != 0);
+    r->chunked = te && strcasecmp(te, "identity") != 0;
+    if (cl && !vg_parse_u64(cl, &r->declared_len))
+        r->declared_len = 0;
+    r->expect_body = (cl && strcmp(cl, "0") != 0) || r->chunked;
     const char *id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID");
     if (id && vg_reqid_valid(id, strlen(id)))
         memcpy(r->id, id, strlen(id) + 1);
