@@ -120,6 +120,17 @@ static const opt main_opts[] = {
           "LMDB durability: full = fsync every commit, meta = MDB_NOMETASYNC, "
           "none = MDB_NOSYNC (flushed by the sweeper)."),
 
+    /* Gateway (issue 6). */
+    O_INT("gateway.timeout_ms", T_U32, gateway.timeout_ms, 1, 3600000, "60000",
+          "Budget of a whole gateway request: every attempt, backoff and fallback; then 504."),
+    O_INT("gateway.max_inflight", T_U32, gateway.max_inflight, 1, 10000000, "10000",
+          "Distinct provider calls (single flights) at once; past it 503."),
+    O_STR("gateway.tts_model", T_STR, gateway.tts_model, "", NULL,
+          "Model (a models name) of a TTS request that names neither model nor provider; "
+          "\"\" = every configured provider in order (local when none is)."),
+    O_STR("gateway.stt_model", T_STR, gateway.stt_model, "", NULL,
+          "The same for STT."),
+
     /* Circuit breakers (issue 5): the settings of every provider's breaker
      * unless providers.<name>.breaker overrides them. */
     O_INT("breakers.failure_threshold", T_U32, breakers.defaults.failure_threshold, 1, 1000000,
@@ -215,7 +226,52 @@ static const opt policy_opts[] = {
 };
 
 /* Options of one entry of "providers", relative to vg_provider_conf. */
+#define O_PSTR(p, t, m, d, ds) \
+    {p, t, offsetof(vg_provider_conf, m), MEMBER_SIZE(vg_provider_conf, m), 0, 0, d, NULL, ds}
+#define O_PINT(p, t, m, lo, hi, d, ds) \
+    {p, t, offsetof(vg_provider_conf, m), MEMBER_SIZE(vg_provider_conf, m), lo, hi, d, NULL, ds}
 static const opt provider_opts[] = {
+    /* Gateway (issue 6). */
+    O_PSTR("type", T_STR, type, "",
+           "openai (OpenAI or any OpenAI-compatible server) | local (Flite, espeak-ng, "
+           "pocketsphinx); \"\" = the provider's name when that is a type, else the entry "
+           "only configures the breaker and cache_epoch of a provider the application calls itself."),
+    O_PSTR("base_url", T_STR, base_url, "",
+           "Upstream base URL (http or https); \"\" = the type's: https://api.openai.com/v1."),
+    O_PSTR("api_key_env", T_ENVNAME, api_key_env, "",
+           "Environment variable holding the provider's API key; \"\" = none is sent."),
+    O_PSTR("ca_file", T_STR, ca_file, "",
+           "PEM file of CAs to verify the upstream with; \"\" = the system's. "
+           "TLS is always verified."),
+    O_PINT("timeout_ms", T_U32, timeout_ms, 1, 3600000, "30000",
+           "Longest single attempt (also bounded by gateway.timeout_ms)."),
+    O_PINT("connect_timeout_ms", T_U32, connect_timeout_ms, 1, 600000, "3000",
+           "Longest TCP + TLS connect."),
+    O_PINT("max_retries", T_U32, max_retries, 0, 10, "2",
+           "Extra attempts after a retryable error (5xx, 408, 409, timeout, connection)."),
+    O_PINT("retry_base_ms", T_U32, retry_base_ms, 1, 600000, "250",
+           "Backoff before retry n is random in [0, min(retry_max_ms, retry_base_ms * 2^n))."),
+    O_PINT("retry_max_ms", T_U32, retry_max_ms, 1, 600000, "8000", "Cap of the backoff."),
+    O_PINT("cooldown_default_ms", T_U32, cooldown_default_ms, 1, 3600000, "1000",
+           "How long a 429 without Retry-After takes the provider out of use."),
+    O_PINT("cooldown_max_ms", T_U32, cooldown_max_ms, 1, 3600000, "120000",
+           "Cap on the cool-down a 429's Retry-After asks for."),
+    O_PINT("max_concurrency", T_U32, max_concurrency, 1, 100000, "16",
+           "Calls to this provider in flight at once."),
+    O_PINT("max_queue", T_U32, max_queue, 0, 1000000, "64",
+           "Calls waiting for a slot; when full the next provider of the chain is tried."),
+    O_PSTR("rate_limit", T_STR, rate_limit, "",
+           "A ratelimit.policies name limiting calls to this provider; \"\" = none."),
+    O_PSTR("tts_model", T_STR, tts_model, "",
+           "Upstream TTS model when the request's model names none; \"\" = the type's (tts-1)."),
+    O_PSTR("stt_model", T_STR, stt_model, "",
+           "Upstream STT model; \"\" = the type's (whisper-1)."),
+    O_PSTR("voice", T_STR, voice, "",
+           "Voice when a TTS request names none; \"\" = the type's (openai alloy, local slt)."),
+    O_PINT("max_response_bytes", T_U64, max_response_bytes, 1024, TIB, "67108864",
+           "Largest upstream answer accepted; larger is a 502."),
+#undef O_PSTR
+#undef O_PINT
     {"cache_epoch", T_U32, offsetof(vg_provider_conf, cache_epoch),
      MEMBER_SIZE(vg_provider_conf, cache_epoch), 0, UINT32_MAX, "0", NULL,
      "Part of every cache key of this provider; bump it to invalidate them all."},
@@ -587,6 +643,7 @@ static int walk_object(walk *w, void *base, const opt *tab, size_t n, size_t roo
                        const cJSON *obj);
 static int walk_providers(walk *w, const cJSON *obj);
 static int walk_policies(walk *w, const cJSON *obj);
+static int walk_models(walk *w, const cJSON *obj);
 
 static int walk_member(walk *w, void *base, const opt *tab, size_t n, size_t root_len,
                        const cJSON *obj, const cJSON *c)
@@ -605,6 +662,8 @@ static int walk_member(walk *w, void *base, const opt *tab, size_t n, size_t roo
         rc = walk_providers(w, c);
     else if (tab == main_opts && !strcmp(rel, "ratelimit.policies"))
         rc = walk_policies(w, c);
+    else if (tab == main_opts && !strcmp(rel, "models"))
+        rc = walk_models(w, c);
     else if (is_group(tab, n, rel))
         rc = walk_object(w, base, tab, n, root_len, c);
     else
@@ -711,6 +770,75 @@ static int walk_policies(walk *w, const cJSON *obj)
             return -1;
     }
     return 0;
+}
+
+/* ---- models (issue 6): a map of name -> [provider, ...] ---- */
+
+static int walk_model(walk *w, const cJSON *obj, const cJSON *c)
+{
+    const char *name = c->string ? c->string : "";
+    if (!vg_ident_valid(name))
+        return fail(w->err, w->errlen, w->path, "invalid model name (expected [A-Za-z0-9_.-]{1,64})");
+    if (seen_before(obj, c))
+        return fail(w->err, w->errlen, w->path, "duplicate key");
+    if (!cJSON_IsArray(c) || !cJSON_GetArraySize(c))
+        return fail(w->err, w->errlen, w->path, "expected a non-empty array of provider names");
+    if (w->cfg->n_models >= VG_MAX_MODELS)
+        return fail(w->err, w->errlen, w->path, "too many models (max %d)", VG_MAX_MODELS);
+    vg_model_conf *m = &w->cfg->models[w->cfg->n_models];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    for (const cJSON *it = c->child; it; it = it->next) {
+        if (!cJSON_IsString(it) || !vg_ident_valid(it->valuestring))
+            return fail(w->err, w->errlen, w->path, "expected provider names [A-Za-z0-9_.-]{1,64}");
+        if (m->n_chain >= VG_MAX_CHAIN)
+            return fail(w->err, w->errlen, w->path, "at most %d providers", VG_MAX_CHAIN);
+        for (size_t i = 0; i < m->n_chain; i++)
+            if (!strcmp(m->chain[i], it->valuestring))
+                return fail(w->err, w->errlen, w->path, "provider '%s' twice", it->valuestring);
+        snprintf(m->chain[m->n_chain++], sizeof m->chain[0], "%s", it->valuestring);
+    }
+    w->cfg->n_models++;
+    return 0;
+}
+
+static int walk_models(walk *w, const cJSON *obj)
+{
+    if (!cJSON_IsObject(obj))
+        return fail(w->err, w->errlen, w->path, "expected object");
+    /* A file replaces the whole map (it is not a scalar to merge). */
+    w->cfg->n_models = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        size_t saved;
+        (void)push(w, c->string ? c->string : "", &saved);
+        int rc = walk_model(w, obj, c);
+        pop(w, saved);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+const vg_model_conf *vg_config_model(const vg_config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_models; i++)
+        if (!strcmp(cfg->models[i].name, name))
+            return &cfg->models[i];
+    return NULL;
+}
+
+const vg_provider_conf *vg_config_provider(const vg_config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_providers; i++)
+        if (!strcmp(cfg->providers[i].name, name))
+            return &cfg->providers[i];
+    return NULL;
+}
+
+const vg_provider_conf *vg_config_gateway_provider(const vg_config *cfg, const char *name)
+{
+    const vg_provider_conf *p = vg_config_provider(cfg, name);
+    return p && p->type[0] ? p : NULL;
 }
 
 const vg_policy_conf *vg_config_policy(const vg_config *cfg, const char *name)
@@ -1055,11 +1183,67 @@ void vg_config_breaker(const vg_config *cfg, const char *provider, vg_breaker_se
     }
 }
 
+/* ---- gateway (issue 6): provider types, chains, policies ---- */
+
+static bool opt_ident(const char *s) { return !*s || vg_ident_valid(s); }
+
+static int provider_finish(vg_config *cfg, vg_provider_conf *p, const char *(*get)(const char *),
+                           char *err, size_t errlen)
+{
+    char path[PATH_CAP];
+#define PF(field) (snprintf(path, sizeof path, "providers.%s." field, p->name), path)
+    if (!p->type[0] && (!strcmp(p->name, "openai") || !strcmp(p->name, "local")))
+        snprintf(p->type, sizeof p->type, "%s", p->name);
+    if (p->type[0] && strcmp(p->type, "openai") && strcmp(p->type, "local"))
+        return fail(err, errlen, PF("type"), "unknown type '%s' (expected openai|local)", p->type);
+    if (p->base_url[0] && strncmp(p->base_url, "http://", 7) && strncmp(p->base_url, "https://", 8))
+        return fail(err, errlen, PF("base_url"), "expected an http:// or https:// URL");
+    if (p->rate_limit[0] && !vg_config_policy(cfg, p->rate_limit))
+        return fail(err, errlen, PF("rate_limit"), "no policy '%.64s' in ratelimit.policies",
+                    p->rate_limit);
+    if (!opt_ident(p->tts_model) || !opt_ident(p->stt_model) || !opt_ident(p->voice))
+        return fail(err, errlen, !opt_ident(p->tts_model) ? PF("tts_model")
+                    : !opt_ident(p->stt_model) ? PF("stt_model") : PF("voice"),
+                    "expected \"\" or an identifier [A-Za-z0-9_.-]{1,64}");
+    if (p->retry_max_ms < p->retry_base_ms)
+        return fail(err, errlen, PF("retry_max_ms"), "must be >= retry_base_ms (%u)",
+                    p->retry_base_ms);
+    if (p->api_key_env[0] && !get(p->api_key_env))
+        return fail(err, errlen, PF("api_key_env"), "environment variable %s is not set",
+                    p->api_key_env);
+#undef PF
+    return 0;
+}
+
+static int gateway_finish(vg_config *cfg, const char *(*get)(const char *), char *err,
+                          size_t errlen)
+{
+    for (size_t i = 0; i < cfg->n_providers; i++)
+        if (provider_finish(cfg, &cfg->providers[i], get, err, errlen) != 0)
+            return -1;
+    char path[PATH_CAP];
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t j = 0; j < cfg->models[i].n_chain; j++)
+            if (!vg_config_gateway_provider(cfg, cfg->models[i].chain[j])) {
+                snprintf(path, sizeof path, "models.%s", cfg->models[i].name);
+                return fail(err, errlen, path, "no provider '%s' with a type in providers",
+                            cfg->models[i].chain[j]);
+            }
+    if (cfg->gateway.tts_model[0] && !vg_config_model(cfg, cfg->gateway.tts_model))
+        return fail(err, errlen, "gateway.tts_model", "no model '%.64s' in models",
+                    cfg->gateway.tts_model);
+    if (cfg->gateway.stt_model[0] && !vg_config_model(cfg, cfg->gateway.stt_model))
+        return fail(err, errlen, "gateway.stt_model", "no model '%.64s' in models",
+                    cfg->gateway.stt_model);
+    return 0;
+}
+
 int vg_config_finish(vg_config *cfg, const char *(*getenv_fn)(const char *), char *err,
                      size_t errlen)
 {
     const char *(*get)(const char *) = getenv_fn ? getenv_fn : real_getenv;
-    if (cross_checks(cfg, err, errlen) != 0 || breakers_finish(cfg, err, errlen) != 0)
+    if (cross_checks(cfg, err, errlen) != 0 || breakers_finish(cfg, err, errlen) != 0 ||
+        gateway_finish(cfg, get, err, errlen) != 0)
         return -1;
     if (load_keys(cfg->api_keys_env, get, &cfg->api_keys, &cfg->n_api_keys) != 0 ||
         load_keys(cfg->admin_keys_env, get, &cfg->admin_keys, &cfg->n_admin_keys) != 0) {
@@ -1187,6 +1371,14 @@ char *vg_config_to_json(const vg_config *cfg)
         cJSON *p = cJSON_AddObjectToObject(pols, cfg->ratelimit.policies[i].name);
         ok = p && table_json(p, &cfg->ratelimit.policies[i], policy_opts,
                              VG_ARRAY_LEN(policy_opts));
+    }
+    cJSON *models = ok ? cJSON_AddObjectToObject(root, "models") : NULL;
+    ok = models != NULL;
+    for (size_t i = 0; ok && i < cfg->n_models; i++) {
+        cJSON *a = cJSON_AddArrayToObject(models, cfg->models[i].name);
+        for (size_t j = 0; a && j < cfg->models[i].n_chain; j++)
+            cJSON_AddItemToArray(a, cJSON_CreateString(cfg->models[i].chain[j]));
+        ok = a != NULL;
     }
     char *out = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);

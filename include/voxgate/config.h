@@ -16,11 +16,42 @@
 
 typedef struct vg_provider_conf {
     char name[65];           /* identifier rule */
+    /* Gateway (issue 6). type "" in the file = the name when it is a
+     * type ("openai", "local"); else "" stays: the entry then only sets
+     * the breaker and cache_epoch of a provider the application calls
+     * itself (gating and cache-aside APIs), and no chain may name it. */
+    char type[16];                  /* openai | local */
+    char base_url[VG_CONF_STR];     /* "" = the type's ("https://api.openai.com/v1") */
+    char api_key_env[VG_CONF_STR];  /* env var holding the key; "" = none */
+    char ca_file[VG_CONF_STR];      /* "" = system CAs; TLS is always verified */
+    uint32_t timeout_ms;            /* 30000: one attempt at most */
+    uint32_t connect_timeout_ms;    /* 3000 */
+    uint32_t max_retries;           /* 2: extra attempts on retryable errors */
+    uint32_t retry_base_ms;         /* 250: backoff base (full jitter, doubling) */
+    uint32_t retry_max_ms;          /* 8000: backoff cap */
+    uint32_t cooldown_default_ms;   /* 1000: a 429 without Retry-After */
+    uint32_t cooldown_max_ms;       /* 120000: cap on a 429's Retry-After */
+    uint32_t max_concurrency;       /* 16 calls in flight */
+    uint32_t max_queue;             /* 64 waiting for a slot; full = next provider */
+    char rate_limit[65];            /* a ratelimit.policies name; "" = none */
+    char tts_model[65];             /* "" = the type's ("tts-1"; local: none) */
+    char stt_model[65];             /* "" = the type's ("whisper-1") */
+    char voice[65];                 /* "" = the type's ("alloy"; local "slt") */
+    uint64_t max_response_bytes;    /* 67108864 */
     uint32_t cache_epoch;    /* part of every cache key of this provider */
     /* Circuit breaker (issue 5): fields left 0 / 0.0 in the file inherit
      * breakers.*; vg_config_finish fills them in. */
     vg_breaker_settings breaker;
 } vg_provider_conf;
+
+/* A model (issue 6): "models": {"tts-1": ["openai", "local"]}. */
+#define VG_MAX_MODELS 64
+#define VG_MAX_CHAIN 8
+typedef struct vg_model_conf {
+    char name[65];                  /* identifier rule */
+    char chain[VG_MAX_CHAIN][65];   /* provider names, each configured */
+    size_t n_chain;
+} vg_model_conf;
 
 /* A named rate limit (issue 4): POST /v1/ratelimit/check {policy, key},
  * and ratelimit.client_policy for every /v1 request. */
@@ -121,6 +152,17 @@ typedef struct vg_config {
     vg_provider_conf providers[VG_MAX_PROVIDERS];
     size_t n_providers;
 
+    /* Gateway (issue 6): the request budget, and "models": a model name
+     * -> the chain of providers tried in order. */
+    struct {
+        uint32_t timeout_ms;            /* 60000: a whole gateway request */
+        uint32_t max_inflight;          /* 10000 distinct calls (single flights) at once */
+        char tts_model[65];             /* "" : the model a request without one gets */
+        char stt_model[65];
+    } gateway;
+    vg_model_conf models[VG_MAX_MODELS];
+    size_t n_models;
+
     /* Resolved at load time from the environment variables named above;
      * each is a malloc'd array of malloc'd strings. Never logged. */
     char **api_keys;
@@ -165,6 +207,12 @@ void vg_config_free(vg_config *cfg);
 
 /* A configured rate-limit policy, NULL when there is none by that name. */
 const vg_policy_conf *vg_config_policy(const vg_config *cfg, const char *name);
+
+/* A configured provider / model by name, NULL when there is none. */
+const vg_provider_conf *vg_config_provider(const vg_config *cfg, const char *name);
+const vg_model_conf *vg_config_model(const vg_config *cfg, const char *name);
+/* A provider the gateway can call (one with a type), NULL otherwise. */
+const vg_provider_conf *vg_config_gateway_provider(const vg_config *cfg, const char *name);
 
 /* cache_epoch of a provider, 0 when it is not configured. */
 uint32_t vg_config_cache_epoch(const vg_config *cfg, const char *provider);

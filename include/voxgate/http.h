@@ -158,6 +158,13 @@ uint64_t vg_req_content_length(vg_req *r);
 /* Park the connection (MHD thread only, from a sink call). False when the
  * server is stopping: the sink must then give up. */
 bool vg_req_suspend(vg_req *r);
+/* Reply later (a handler whose answer comes from another thread: provider
+ * calls, the Redis event loop). Parks the connection; after vg_req_resume,
+ * s->finish runs on the MHD thread and replies or parks again with
+ * vg_req_suspend; s->release runs when the request is over, and s->write
+ * is never called. False when the server is stopping: nothing was parked
+ * and the handler must reply itself. Call from the handler only. */
+bool vg_req_defer(vg_req *r, vg_body_sink *s);
 /* Wake a parked connection; any thread, while r is alive (before the
  * sink's release returned). A no-op when it is not parked. */
 void vg_req_resume(vg_req *r);

@@ -466,7 +466,7 @@ static bool check_all(vg_req *r)
 static void dispatch(vg_req *r)
 {
     r->match.route->handler(r);
-    if (!r->responded)
+    if (!r->responded && !r->sink)
         vg_reply_error(r, 500, "internal", "the handler produced no response");
 }
 
@@ -482,6 +482,14 @@ void vg_http_stream_hook(vg_handler handler, vg_handler start)
 }
 
 void vg_req_stream(vg_req *r, vg_body_sink *s) { r->sink = s; }
+
+bool vg_req_defer(vg_req *r, vg_body_sink *s)
+{
+    if (!vg_req_suspend(r))
+        return false;
+    r->sink = s;
+    return true;
+}
 
 uint64_t vg_req_content_length(vg_req *r) { return r->chunked ? 0 : r->declared_len; }
 
