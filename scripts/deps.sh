@@ -4,7 +4,8 @@
 # and scripts/test. Usage: deps.sh [build|test]
 set -euo pipefail
 want=(build-essential meson ninja-build pkg-config libmicrohttpd-dev libcjson-dev
-      libcurl4-openssl-dev libssl-dev liblmdb-dev libhiredis-dev)
+      libcurl4-openssl-dev libssl-dev liblmdb-dev libhiredis-dev
+      flite1-dev libespeak-ng-dev libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us)
 if [ "${1:-build}" = test ]; then
   want+=(libcmocka-dev clang libclang-rt-14-dev prometheus nodejs curl)
   want+=(redis-server redis-tools)   # Redis tier tests: a real redis-server per test file

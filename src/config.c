@@ -684,6 +684,14 @@ static int walk_object(walk *w, void *base, const opt *tab, size_t n, size_t roo
     return 0;
 }
 
+void vg_provider_conf_defaults(vg_provider_conf *p, const char *name, const vg_config *cfg)
+{
+    memset(p, 0, sizeof *p);
+    set_defaults(p, provider_opts, VG_ARRAY_LEN(provider_opts));
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->breaker = cfg->breakers.defaults;
+}
+
 static vg_provider_conf *provider_slot(vg_config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->n_providers; i++)

@@ -243,6 +243,7 @@ static int serve(vg_app *app)
     signal(SIGPIPE, SIG_IGN);
     vg_log_init(1, app->cfg->log_level, 5);
     if (wire(app, err, sizeof err) != 0 || wire_breakers(app, err, sizeof err) != 0 ||
+        vg_gateway_wire(app, err, sizeof err) != 0 ||
         vg_http_start(app, vg_routes, vg_nroutes, err, sizeof err) != 0) {
         vg_log(VG_LOG_ERROR, NULL, err, NULL, 0);
         vg_log_shutdown();
@@ -266,6 +267,7 @@ static int serve(vg_app *app)
     vg_http_quiesce();
     bool idle = vg_http_wait_idle(app->cfg->shutdown_timeout_ms);
     vg_http_stop();
+    vg_gateway_stop(); /* before the stores its flights write to close */
     if (!vg_api_files_drain(app->cfg->shutdown_timeout_ms + 30000u))
         idle = false;
     sweeper_stop();

@@ -211,6 +211,9 @@ const vg_policy_conf *vg_config_policy(const vg_config *cfg, const char *name);
 /* A configured provider / model by name, NULL when there is none. */
 const vg_provider_conf *vg_config_provider(const vg_config *cfg, const char *name);
 const vg_model_conf *vg_config_model(const vg_config *cfg, const char *name);
+/* A provider entry with every default (breaker from cfg's breakers.*),
+ * as if the file had named it with an empty object. */
+void vg_provider_conf_defaults(vg_provider_conf *p, const char *name, const vg_config *cfg);
 /* A provider the gateway can call (one with a type), NULL otherwise. */
 const vg_provider_conf *vg_config_gateway_provider(const vg_config *cfg, const char *name);
 

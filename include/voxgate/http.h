@@ -59,6 +59,8 @@ typedef struct vg_route {
     unsigned admin_methods;  /* methods that need an admin key */
     const char *query;       /* allowed query names, space separated; NULL = none */
     const char *body_ctype;  /* media type a body must have (415 otherwise); NULL = any */
+    bool own_gate;           /* the handler applies the client rate limit itself (the
+                                gateway: after the cache and single-flight, SPEC §5) */
 } vg_route;
 
 #define VG_ROUTE_MAX_PARAMS 4

@@ -162,7 +162,8 @@ typedef struct vg_engine vg_engine;
 
 int vg_engine_new(vg_engine **out);
 /* Fails every call still running (VG_PR_INTERNAL "shutting down"),
- * drops pending timers without running them, joins the thread. */
+ * then runs every pending timer once, early (owners release what they
+ * hold; nothing new can be submitted or scheduled), and joins the thread. */
 void vg_engine_free(vg_engine *e);
 /* Calls in flight now (for /stats and tests). */
 size_t vg_engine_inflight(vg_engine *e);
@@ -222,5 +223,66 @@ vg_pr_status vg_pr_classify_http(long status);
 /* Fills res for a call that got no HTTP answer (timeout, connect error,
  * answer too large) from curl_code; false when c has an HTTP answer. */
 bool vg_pr_from_transport(const vg_http_call *c, vg_presult *res);
+
+/* ---- one remote attempt (src/provider/remote.c; added for issue 6) ---- */
+
+/* build sets the URL, method, headers and body of c (VG_OK, or an error:
+ * then nothing is sent and vg_remote_start returns it). parse turns an
+ * HTTP answer into res; it runs on the event thread and may take
+ * c->resp_body. res arrives with status, http_status, upstream_id and
+ * retry_after_ms (capped at conf->cooldown_max_ms) already filled. */
+typedef int (*vg_remote_build_fn)(vg_provider *p, const vg_job *job, vg_http_call *c);
+typedef void (*vg_remote_parse_fn)(vg_provider *p, const vg_job *job, vg_http_call *c,
+                                   vg_presult *res);
+
+/* One attempt: a call with the job's timeout and the provider's connect
+ * timeout, CA file and answer cap, plus "X-Request-ID: job->request_id";
+ * then build, submit, and on completion a vg_presult (transport errors
+ * classified here, HTTP answers by parse) handed to done on the event
+ * thread. VG_OK, or an error (done never runs). */
+int vg_remote_start(vg_provider *p, const vg_job *job, vg_remote_build_fn build,
+                    vg_remote_parse_fn parse, vg_provider_done done, void *ud);
+
+/* What an attempt hands to done: res zeroed, then filled from c (a
+ * transport failure, or parse for an HTTP answer). The caller frees res. */
+void vg_remote_result(vg_provider *p, const vg_job *job, vg_http_call *c,
+                      vg_remote_parse_fn parse, vg_presult *res);
+
+/* Appends one "Name: value" line (printf format) to c->headers. */
+int vg_remote_header(vg_http_call *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* conf->base_url, else dflt, without a trailing '/', then path. */
+int vg_remote_url(const vg_provider *p, const char *dflt, const char *path, vg_buf *out);
+
+/* The key from getenv(conf->api_key_env): *key NULL when no variable is
+ * configured; -1 with a message naming the field when it is unset. */
+int vg_remote_key(const vg_provider_conf *conf, char **key, char *err, size_t errlen);
+
+/* A non-2xx answer: status by vg_pr_classify_http, message
+ * "<name>: <http status>[ <code>]" with code cut to [A-Za-z0-9_.-]. */
+void vg_remote_http_error(const vg_provider *p, const vg_http_call *c, vg_presult *res,
+                          const char *code);
+
+/* Appends ": <text>" to res->message, control characters dropped and
+ * key-like words ("sk-...", long runs of letters and digits) masked.
+ * For errors about the input only: never for 401/403. */
+void vg_remote_add_detail(vg_presult *res, const char *text);
+
+/* A 2xx TTS answer: OK with the body and the upstream audio type (else
+ * fallback_ct); BAD_RESPONSE when the body is empty or the answer is
+ * JSON or text (an error body under 200, or garbage). */
+void vg_remote_take_audio(const vg_provider *p, vg_http_call *c, vg_presult *res,
+                          const char *fallback_ct);
+
+/* ---- openai internals, exposed for tests (src/provider/openai.c) ---- */
+
+/* The JSON body of POST {base}/audio/speech. */
+int vg_openai_tts_body(const vg_provider *p, const vg_job *job, vg_buf *out);
+/* The multipart text fields of POST {base}/audio/transcriptions in the
+ * order sent (the file part is not included); stops at emit's error. */
+int vg_openai_stt_fields(const vg_provider *p, const vg_job *job,
+                         int (*emit)(void *ud, const char *name, const char *value), void *ud);
+/* The parse step of an openai attempt (an HTTP answer into res). */
+void vg_openai_parse(vg_provider *p, const vg_job *job, vg_http_call *c, vg_presult *res);
 
 #endif

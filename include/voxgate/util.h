@@ -51,6 +51,8 @@ int vg_buf_printf(vg_buf *b, const char *fmt, ...) __attribute__((format(printf,
 int vg_buf_vprintf(vg_buf *b, const char *fmt, va_list ap);
 /* Append s as a JSON string literal, quotes included, escaping per RFC 8259. */
 int vg_buf_json_str(vg_buf *b, const char *s, size_t n);
+/* True when s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
+bool vg_utf8_valid(const char *s, size_t n);
 void vg_buf_reset(vg_buf *b);
 void vg_buf_free(vg_buf *b);
 

@@ -33,6 +33,13 @@ void vg_api_register_ratelimit_metrics(vg_app *app);
 /* The client rate limit (ratelimit.client_policy) for one /v1 request:
  * true to go on; false when it replied (429, or 503 with fail_mode closed). */
 bool vg_api_client_limit(vg_req *r);
+/* One unit of a configured policy for key, off any request (the gateway's
+ * provider rate limits): VG_OK with res (fail_mode open counts as
+ * allowed), VG_EUNAVAIL (the store is down and fail_mode is closed), or
+ * VG_EINVAL (no such policy). */
+struct vg_rl_result;
+int vg_api_policy_check(vg_app *app, const char *rid, const char *policy, const char *key,
+                        struct vg_rl_result *res);
 
 /* breakers.c: circuit breakers of the gating API (issue 5) */
 void vg_api_breakers_list(vg_req *r);
@@ -57,5 +64,20 @@ bool vg_api_files_drain(unsigned timeout_ms);
  * (/v1/files/{key}?expires=&sig=). VG_OK or an error. */
 int vg_api_files_signed_url(vg_req *r, const char *key, unsigned expires_s, vg_buf *out,
                             uint64_t *expires_at_ms);
+
+/* gateway.c, gw_run.c: the Gateway API (issue 6) */
+void vg_api_gw_tts(vg_req *r);
+void vg_api_gw_stt(vg_req *r);
+void vg_api_gw_speech(vg_req *r);
+void vg_api_gw_transcribe(vg_req *r);
+void vg_api_gw_models(vg_req *r);
+void vg_api_gw_voices(vg_req *r);
+/* Create the providers the configuration names (the local one when it
+ * names none), the engine, and the store thread; 0 or -1 with err. */
+int vg_gateway_wire(vg_app *app, char *err, size_t errlen);
+/* After vg_http_stop: stop the engine, the providers and the store thread. */
+void vg_gateway_stop(void);
+/* /ready "providers": true when one can take work (detail says why not). */
+bool vg_gateway_ready(char *detail, size_t cap);
 
 #endif

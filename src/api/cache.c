@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "tiers.h"
 #include "voxgate/entry.h"
 #include "voxgate/keys.h"
 #include "voxgate/log.h"
@@ -175,40 +176,18 @@ static bool query_key(vg_req *r, vg_kind kind, cache_key *k)
 
 static vg_l1_item *l1_lookup(vg_app *app, const cache_key *k)
 {
-    uint64_t t0 = vg_mono_ns();
-    vg_l1_item *it = vg_l1_get(app->l1, k->key, k->klen);
-    vg_hist_observe_us(&app->m.l1.get_us, (vg_mono_ns() - t0) / 1000u);
-    vg_counter_inc(it ? &app->m.l1.hits : &app->m.l1.misses);
-    return it;
+    return vg_tier_l1_get(app, k->key, k->klen);
 }
 
 /* VG_OK, VG_NOTFOUND, or an error (counted, logged, treated as a miss). */
 static int l2_lookup(vg_req *r, const cache_key *k, vg_buf *val, uint64_t *exp)
 {
-    vg_app *app = vg_req_app(r);
-    uint64_t t0 = vg_mono_ns();
-    int rc = vg_kv_get(app->kv, k->key, k->klen, val, exp);
-    vg_hist_observe_us(&app->m.l2.get_us, (vg_mono_ns() - t0) / 1000u);
-    if (rc == VG_OK)
-        vg_counter_inc(&app->m.l2.hits);
-    else if (rc == VG_NOTFOUND)
-        vg_counter_inc(&app->m.l2.misses);
-    else {
-        vg_counter_inc(&app->m.l2.errors);
-        vg_log(VG_LOG_WARN, vg_req_id(r), "cache read failed",
-               (vg_log_field[]){VG_LS("tier", "l2"), VG_LI("rc", rc)}, 2);
-    }
-    return rc;
+    return vg_tier_l2_get(vg_req_app(r), vg_req_id(r), k->key, k->klen, val, exp);
 }
 
 static void drop_corrupt(vg_req *r, const cache_key *k, const char *why)
 {
-    vg_app *app = vg_req_app(r);
-    vg_counter_inc(&app->m.corrupt_entries);
-    vg_kv_del(app->kv, k->key, k->klen);
-    vg_l1_del(app->l1, k->key, k->klen);
-    vg_log(VG_LOG_WARN, vg_req_id(r), "corrupt cache entry removed",
-           (vg_log_field[]){VG_LS("reason", why)}, 1);
+    vg_tier_drop_corrupt(vg_req_app(r), vg_req_id(r), k->key, k->klen, why);
 }
 
 static void release_item(void *cls) { vg_l1_release(cls); }
@@ -244,20 +223,21 @@ static void reply_stored(vg_req *r, const cache_key *k, const char *extra)
     vg_reply_buf(r, 201, "application/json", &b, NULL, 0);
 }
 
-static bool l2_store(vg_req *r, const cache_key *k, const vg_buf *val)
+static bool l2_store_reply(vg_req *r, int rc)
 {
-    vg_app *app = vg_req_app(r);
-    int rc = vg_kv_set(app->kv, k->key, k->klen, val->data, val->len, k->ttl_ms);
-    if (rc == VG_OK) {
-        vg_counter_inc(&app->m.l2_writes);
+    if (rc == VG_OK)
         return true;
-    }
-    vg_counter_inc(&app->m.l2_write_errors);
     if (rc == VG_ETOOBIG)
         vg_reply_error(r, 413, "entry_too_large", "the entry does not fit in the cache");
     else
         vg_reply_error(r, 503, "cache_unavailable", "the cache store is unavailable");
     return false;
+}
+
+static bool l2_store(vg_req *r, const cache_key *k, const vg_buf *val)
+{
+    return l2_store_reply(r, vg_tier_l2_set(vg_req_app(r), k->key, k->klen, val->data, val->len,
+                                            k->ttl_ms));
 }
 
 /* ---- STT ---- */
@@ -354,50 +334,19 @@ void vg_api_cache_stt(vg_req *r)
 
 /* ---- TTS ---- */
 
-/* Blob names are per key and per audio, so overwriting an entry never
- * changes the bytes behind a name another reader may hold. */
 static void tts_blob_name(const cache_key *k, const char *audio_sha, char out[256])
 {
-    char kh[VG_SHA256_HEX + 1];
-    vg_sha256_hex(k->key, k->klen, kh);
-    snprintf(out, 256, "tts/%.2s/%s-%.16s", kh, kh, audio_sha);
+    vg_tier_tts_blob_name(k->key, k->klen, audio_sha, out);
 }
 
 static int tts_meta(vg_req *r, const cache_key *k, vg_tts_meta *m, uint64_t *exp)
 {
-    vg_buf val = {0};
-    int rc = l2_lookup(r, k, &val, exp);
-    if (rc == VG_OK && vg_tts_meta_decode(val.data, val.len, m) != VG_OK) {
-        drop_corrupt(r, k, "tts metadata does not decode");
-        rc = VG_NOTFOUND;
-    }
-    vg_buf_free(&val);
-    return rc;
+    return vg_tier_tts_meta(vg_req_app(r), vg_req_id(r), k->key, k->klen, m, exp);
 }
 
-/* The audio of an entry, checked against its size and sha256. Missing or
- * corrupt audio removes the entry and its blob: a miss, never a wrong
- * answer. A store error is counted and is a miss too. */
 static int tts_audio(vg_req *r, const cache_key *k, const vg_tts_meta *m, vg_buf *audio)
 {
-    vg_app *app = vg_req_app(r);
-    vg_blob_info info;
-    int rc = vg_blob_get(app->blob, m->blob, audio, &info);
-    if (rc == VG_OK) {
-        char sha[VG_SHA256_HEX + 1];
-        vg_sha256_hex(audio->data ? audio->data : "", audio->len, sha);
-        if (audio->len == m->size && strcmp(sha, m->sha256) == 0)
-            return VG_OK;
-        rc = VG_ECORRUPT;
-    }
-    if (rc == VG_NOTFOUND || rc == VG_ECORRUPT) {
-        drop_corrupt(r, k, rc == VG_NOTFOUND ? "audio is missing" : "audio fails its check");
-        vg_blob_del(app->blob, m->blob);
-    } else {
-        vg_counter_inc(&app->m.blob_errors);
-    }
-    vg_buf_free(audio);
-    return rc;
+    return vg_tier_tts_audio(vg_req_app(r), vg_req_id(r), k->key, k->klen, m, audio);
 }
 
 static void tts_get(vg_req *r, const cache_key *k)
@@ -449,33 +398,22 @@ static void tts_put(vg_req *r, const cache_key *k)
         vg_reply_error(r, 400, "missing_body", "the body must be the audio bytes");
         return;
     }
-    vg_tts_meta m = {.size = n, .created_ms = vg_clock_ms()};
-    snprintf(m.content_type, sizeof m.content_type, "%s", ct);
-    vg_sha256_hex(body, n, m.sha256);
-    tts_blob_name(k, m.sha256, m.blob);
-    vg_tts_meta old;
-    uint64_t oexp;
-    bool had_old = tts_meta(r, k, &old, &oexp) == VG_OK;
-    if (vg_blob_put(app->blob, m.blob, body, n, ct) != VG_OK) {
-        vg_counter_inc(&app->m.blob_errors);
+    vg_tts_meta m;
+    int kv_rc = VG_OK;
+    switch (vg_tier_tts_store(app, vg_req_id(r), &k->parts, k->key, k->klen, body, n, ct,
+                              k->ttl_ms, &m, &kv_rc)) {
+    case VG_TTS_BLOB_FAILED: {
         const char *why = vg_blob_last_error(); /* S3's answer or the transport error */
         vg_reply_error(r, 503, "storage_unavailable", "the audio could not be stored%s%s",
                        *why ? ": " : "", why);
         return;
     }
-    vg_buf val = {0};
-    vg_tts_meta_encode(&val, &m, k->parts.provider, k->parts.language, k->parts.voice);
-    if (!l2_store(r, k, &val)) {
-        if (!had_old || strcmp(old.blob, m.blob) != 0)
-            vg_blob_del(app->blob, m.blob);
-        vg_buf_free(&val);
+    case VG_TTS_META_FAILED:
+        l2_store_reply(r, kv_rc);
         return;
+    default:
+        break;
     }
-    vg_buf_free(&val);
-    if (had_old && strcmp(old.blob, m.blob) != 0)
-        vg_blob_del(app->blob, old.blob);
-    vg_l1_put(app->l1, k->key, k->klen, body, n, m.content_type, m.sha256, m.created_ms,
-              m.created_ms + k->ttl_ms);
     char extra[160];
     snprintf(extra, sizeof extra, ",\"bytes\":%zu,\"sha256\":\"%s\"", n, m.sha256);
     reply_stored(r, k, extra);

@@ -40,6 +40,10 @@ void vg_api_ready(vg_req *r)
     bool ok = check(&b, app->kv->ops->name, app->kv->ops->name, vg_kv_ping(app->kv), t0, true);
     t0 = vg_mono_ns();
     ok &= check(&b, "storage", app->blob->ops->name, vg_blob_ping(app->blob), t0, false);
+    t0 = vg_mono_ns();
+    char why[64];
+    ok &= check(&b, "providers", "gateway", vg_gateway_ready(why, sizeof why) ? VG_OK : VG_ERR, t0,
+                false);
     vg_buf_printf(&b, "},\"status\":\"%s\"}", ok ? "ready" : "unavailable");
     vg_header h = {"Retry-After", "5"};
     vg_reply_buf(r, ok ? 200 : 503, "application/json", &b, ok ? NULL : &h, ok ? 0 : 1);

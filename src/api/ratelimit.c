@@ -198,10 +198,9 @@ static void reply_result(vg_req *r, const vg_rl_result *res, bool fail_open)
 /* Check rq; on a store failure apply the fail mode (the policy's, else
  * ratelimit.fail_mode). Returns VG_OK with res filled (*fail_open set when
  * allowed only because the store is down), or VG_EUNAVAIL: deny (closed). */
-static int decide(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol, vg_rl_result *res,
-                  bool *fail_open)
+static int decide_app(vg_app *app, const char *rid, const vg_rl_req *rq,
+                      const vg_policy_conf *pol, vg_rl_result *res, bool *fail_open)
 {
-    vg_app *app = vg_req_app(r);
     rl_counters *m = counters_for(app->cfg, pol);
     *fail_open = false;
     int rc = vg_limiter_check(app->limiter, rq, res);
@@ -211,7 +210,7 @@ static int decide(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol, vg_
         return VG_OK;
     }
     vg_counter_inc(&m->errors);
-    vg_log(VG_LOG_WARN, vg_req_id(r), "rate limiter store failed",
+    vg_log(VG_LOG_WARN, rid, "rate limiter store failed",
            (vg_log_field[]){VG_LS("backend", app->limiter->ops->name), VG_LI("rc", rc),
                             VG_LS("policy", pol ? pol->name : "adhoc")}, 3);
     const char *mode = pol ? pol->fail_mode : app->cfg->ratelimit.fail_mode;
@@ -223,6 +222,24 @@ static int decide(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol, vg_
     }
     vg_counter_inc(&m->fail_closed);
     return VG_EUNAVAIL;
+}
+
+static int decide(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol, vg_rl_result *res,
+                  bool *fail_open)
+{
+    return decide_app(vg_req_app(r), vg_req_id(r), rq, pol, res, fail_open);
+}
+
+int vg_api_policy_check(vg_app *app, const char *rid, const char *policy, const char *key,
+                        vg_rl_result *res)
+{
+    const vg_policy_conf *pol;
+    vg_rl_req rq = {.key = key, .klen = strlen(key), .cost = 1};
+    rl_err e;
+    if (!apply_policy(app->cfg, policy, &rq, &pol, &e))
+        return VG_EINVAL;
+    bool fail_open;
+    return decide_app(app, rid, &rq, pol, res, &fail_open);
 }
 
 static void reply_closed(vg_req *r)

@@ -454,7 +454,8 @@ static void send_raw_413(vg_req *r)
 /* The client rate limit (issue 4) on /v1, once the caller is known. */
 static bool check_gate(vg_req *r)
 {
-    return !r->app->v1_gate || strncmp(r->path, "/v1/", 4) != 0 || r->app->v1_gate(r);
+    return !r->app->v1_gate || r->match.route->own_gate || strncmp(r->path, "/v1/", 4) != 0 ||
+           r->app->v1_gate(r);
 }
 
 static bool check_all(vg_req *r)

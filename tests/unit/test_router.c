@@ -11,12 +11,12 @@
 static void h(vg_req *r) { (void)r; }
 
 static const vg_route routes[] = {
-    {VG_M_GET, "/health", h, VG_AUTH_OPEN, 0, NULL, NULL},
-    {VG_M_GET | VG_M_HEAD | VG_M_DELETE, "/v1/cache/stt", h, VG_AUTH_API, 0, "provider a b", NULL},
-    {VG_M_PUT, "/v1/cache/stt", h, VG_AUTH_API, 0, "provider", "application/json"},
-    {VG_M_GET, "/v1/breakers/{provider}", h, VG_AUTH_API, 0, NULL, NULL},
-    {VG_M_POST, "/v1/breakers/{provider}/acquire", h, VG_AUTH_API, 0, NULL, NULL},
-    {VG_M_GET | VG_M_PUT, "/v1/files/{key+}", h, VG_AUTH_API, 0, NULL, NULL},
+    {VG_M_GET, "/health", h, VG_AUTH_OPEN, 0, NULL, NULL, false},
+    {VG_M_GET | VG_M_HEAD | VG_M_DELETE, "/v1/cache/stt", h, VG_AUTH_API, 0, "provider a b", NULL, false},
+    {VG_M_PUT, "/v1/cache/stt", h, VG_AUTH_API, 0, "provider", "application/json", false},
+    {VG_M_GET, "/v1/breakers/{provider}", h, VG_AUTH_API, 0, NULL, NULL, false},
+    {VG_M_POST, "/v1/breakers/{provider}/acquire", h, VG_AUTH_API, 0, NULL, NULL, false},
+    {VG_M_GET | VG_M_PUT, "/v1/files/{key+}", h, VG_AUTH_API, 0, NULL, NULL, false},
 };
 #define N (sizeof routes / sizeof routes[0])
 
@@ -68,9 +68,9 @@ static void params(void **state)
  * POST /v1/breakers/reset owns that path, so GET of it is a 405 with
  * Allow: POST, not a read of a provider named "reset". */
 static const vg_route ranked[] = {
-    {VG_M_GET, "/v1/breakers/{provider}", h, VG_AUTH_API, 0, NULL, NULL},
-    {VG_M_POST, "/v1/breakers/reset", h, VG_AUTH_API, VG_M_POST, NULL, NULL},
-    {VG_M_POST, "/v1/breakers/{provider}/reset", h, VG_AUTH_API, VG_M_POST, NULL, NULL},
+    {VG_M_GET, "/v1/breakers/{provider}", h, VG_AUTH_API, 0, NULL, NULL, false},
+    {VG_M_POST, "/v1/breakers/reset", h, VG_AUTH_API, VG_M_POST, NULL, NULL, false},
+    {VG_M_POST, "/v1/breakers/{provider}/reset", h, VG_AUTH_API, VG_M_POST, NULL, NULL, false},
 };
 
 static void literal_outranks_param(void **state)
@@ -117,8 +117,8 @@ static void query_lists(void **state)
 
 /* Files API (issue 8): a rest parameter followed by a literal tail. */
 static const vg_route files_routes[] = {
-    {VG_M_GET | VG_M_PUT, "/v1/files/{key+}", h, VG_AUTH_API, 0, NULL, NULL},
-    {VG_M_GET, "/v1/files/{key+}/url", h, VG_AUTH_API, 0, NULL, NULL},
+    {VG_M_GET | VG_M_PUT, "/v1/files/{key+}", h, VG_AUTH_API, 0, NULL, NULL, false},
+    {VG_M_GET, "/v1/files/{key+}/url", h, VG_AUTH_API, 0, NULL, NULL, false},
 };
 
 static void rest_with_tail(void **state)

@@ -1,0 +1,45 @@
+/* Cache tier access shared by the cache-aside API (cache.c) and the
+ * gateway (gateway.c): counted L1/L2 reads, removal of corrupt entries,
+ * TTS blob naming, the audio check of a TTS hit, and the ordered TTS
+ * write (audio before metadata). None of it needs a request: the gateway
+ * stores results on other threads. rid (a request id) may be NULL. */
+#ifndef VOXGATE_API_TIERS_H
+#define VOXGATE_API_TIERS_H
+
+#include "voxgate/app.h"
+#include "voxgate/entry.h"
+#include "voxgate/keys.h"
+
+vg_l1_item *vg_tier_l1_get(vg_app *app, const char *key, size_t klen);
+/* VG_OK, VG_NOTFOUND, or an error (counted, logged; callers treat it as a miss). */
+int vg_tier_l2_get(vg_app *app, const char *rid, const char *key, size_t klen, vg_buf *val,
+                   uint64_t *exp);
+/* VG_OK, or the kv error (counted as a dropped write). */
+int vg_tier_l2_set(vg_app *app, const char *key, size_t klen, const void *val, size_t vlen,
+                   uint64_t ttl_ms);
+void vg_tier_drop_corrupt(vg_app *app, const char *rid, const char *key, size_t klen,
+                          const char *why);
+
+/* Blob names are per key and per audio, so overwriting an entry never
+ * changes the bytes behind a name another reader may hold. */
+void vg_tier_tts_blob_name(const char *key, size_t klen, const char *audio_sha, char out[256]);
+/* The metadata of a TTS entry: VG_OK, VG_NOTFOUND (also for a corrupt
+ * entry, which is removed), or an L2 error. */
+int vg_tier_tts_meta(vg_app *app, const char *rid, const char *key, size_t klen, vg_tts_meta *m,
+                     uint64_t *exp);
+/* The audio of an entry, checked against its size and sha256. Missing or
+ * corrupt audio removes the entry and its blob: a miss, never a wrong
+ * answer. A store error is counted and is a miss too. */
+int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen,
+                      const vg_tts_meta *m, vg_buf *audio);
+
+typedef enum { VG_TTS_STORED = 0, VG_TTS_BLOB_FAILED, VG_TTS_META_FAILED } vg_tts_store_rc;
+/* Audio to the blob store, then its metadata to L2 (an older blob of the
+ * key is removed once the new metadata is in), then L1. m gets the
+ * metadata written; *kv_rc the L2 error when the metadata failed. */
+vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_parts *parts,
+                                  const char *key, size_t klen, const void *audio, size_t n,
+                                  const char *ctype, uint64_t ttl_ms, vg_tts_meta *m,
+                                  int *kv_rc);
+
+#endif

@@ -1,0 +1,562 @@
+/* The curl-multi engine: one event thread runs every provider HTTP call
+ * and every gateway timer, so HTTP worker threads never block on a
+ * provider (SPEC §5). Other threads hand work over through a mutex-held
+ * queue and curl_multi_wakeup; the thread sleeps in curl_multi_poll until
+ * a socket, curl's own timeout, the next timer or a wakeup needs it.
+ *
+ * Timers live in a binary min-heap of slot numbers. A timer id is
+ * (generation << 32 | slot), so cancelling a timer that already ran (its
+ * slot reused) is recognised without a search. */
+#include "voxgate/provider.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Answers larger than this fail unless the provider sets its own cap. */
+#define DEFAULT_MAX_RESP ((uint64_t)64 << 20)
+/* Stall cutoff (1 byte/s over this many seconds), set only when the
+ * whole-call timeout is longer. A shorter window would cut off providers
+ * that think in silence (STT of a long file sends nothing for a while);
+ * below it the call's own timeout bounds a stall anyway. */
+#define LOW_SPEED_WINDOW_S 30L
+
+typedef struct call_impl {
+    vg_http_call pub;              /* first: the public part */
+    vg_engine *e;
+    void (*on_done)(vg_http_call *c, void *ud);
+    void *ud;
+    struct call_impl *prev, *next; /* the submit queue, then the running list */
+    uint64_t start_ns;
+    bool oom;                      /* the body could not be stored */
+} call_impl;
+
+typedef struct timer_slot {
+    uint64_t due_ms;               /* monotonic */
+    uint64_t seq;                  /* equal deadlines run in creation order */
+    uint32_t gen;
+    uint32_t heap_pos;             /* UINT32_MAX = free */
+    void (*fn)(void *ud);
+    void *ud;
+} timer_slot;
+
+struct vg_engine {
+    CURLM *multi;
+    pthread_t thread;
+    pthread_mutex_t mu;            /* guards everything below but running/multi */
+    bool stopping;
+    call_impl *queue_head, *queue_tail;
+    timer_slot *slots;
+    uint32_t nslots, cap_slots;
+    uint32_t *free_slots;          /* stack of reusable slot numbers */
+    uint32_t nfree;
+    uint32_t *heap;                /* slot numbers, ordered by (due_ms, seq) */
+    uint32_t nheap;
+    uint64_t timer_seq;
+    call_impl *running;            /* event thread only */
+    _Atomic size_t inflight;
+};
+
+static uint64_t mono_ms(void) { return vg_mono_ns() / 1000000u; }
+
+/* ---- timers (mu held) ---- */
+
+static bool timer_before(const vg_engine *e, uint32_t a, uint32_t b)
+{
+    const timer_slot *x = &e->slots[a], *y = &e->slots[b];
+    return x->due_ms < y->due_ms || (x->due_ms == y->due_ms && x->seq < y->seq);
+}
+
+static void heap_set(vg_engine *e, uint32_t pos, uint32_t slot)
+{
+    e->heap[pos] = slot;
+    e->slots[slot].heap_pos = pos;
+}
+
+static void heap_up(vg_engine *e, uint32_t pos)
+{
+    uint32_t slot = e->heap[pos];
+    while (pos > 0) {
+        uint32_t parent = (pos - 1) / 2;
+        if (!timer_before(e, slot, e->heap[parent]))
+            break;
+        heap_set(e, pos, e->heap[parent]);
+        pos = parent;
+    }
+    heap_set(e, pos, slot);
+}
+
+static void heap_down(vg_engine *e, uint32_t pos)
+{
+    uint32_t slot = e->heap[pos];
+    for (;;) {
+        uint32_t kid = 2 * pos + 1;
+        if (kid >= e->nheap)
+            break;
+        if (kid + 1 < e->nheap && timer_before(e, e->heap[kid + 1], e->heap[kid]))
+            kid++;
+        if (!timer_before(e, e->heap[kid], slot))
+            break;
+        heap_set(e, pos, e->heap[kid]);
+        pos = kid;
+    }
+    heap_set(e, pos, slot);
+}
+
+/* Takes the timer out of the heap and frees its slot (the generation
+ * moves on, so its id no longer matches). */
+static void timer_remove(vg_engine *e, uint32_t slot)
+{
+    uint32_t pos = e->slots[slot].heap_pos;
+    uint32_t last = e->heap[--e->nheap];
+    if (pos < e->nheap) {
+        heap_set(e, pos, last);
+        heap_up(e, pos);
+        heap_down(e, e->slots[last].heap_pos);
+    }
+    e->slots[slot].heap_pos = UINT32_MAX;
+    e->slots[slot].gen++;
+    e->free_slots[e->nfree++] = slot;
+}
+
+static bool timer_grow(vg_engine *e)
+{
+    if (e->nslots < e->cap_slots)
+        return true;
+    if (e->cap_slots >= (UINT32_MAX >> 2))
+        return false;
+    uint32_t cap = e->cap_slots ? e->cap_slots * 2 : 64;
+    timer_slot *s = realloc(e->slots, cap * sizeof *s);
+    if (!s)
+        return false;
+    e->slots = s;
+    uint32_t *f = realloc(e->free_slots, cap * sizeof *f);
+    if (!f)
+        return false;
+    e->free_slots = f;
+    uint32_t *h = realloc(e->heap, cap * sizeof *h);
+    if (!h)
+        return false;
+    e->heap = h;
+    e->cap_slots = cap;
+    return true;
+}
+
+static uint32_t timer_slot_get(vg_engine *e)
+{
+    if (e->nfree)
+        return e->free_slots[--e->nfree];
+    if (!timer_grow(e))
+        return UINT32_MAX;
+    e->slots[e->nslots].gen = 1;
+    return e->nslots++;
+}
+
+/* ---- header and body capture ---- */
+
+static void copy_value(char *dst, size_t cap, const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' || v[n - 1] == '\n'))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) /* printable ASCII only: these values get logged */
+        if ((unsigned char)v[i] >= 0x20 && (unsigned char)v[i] < 0x7f)
+            dst[o++] = v[i];
+    dst[o] = '\0';
+}
+
+static bool header_is(const char *line, size_t len, const char *name, const char **val,
+                      size_t *vlen)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
+        return false;
+    *val = line + nl + 1;
+    *vlen = len - nl - 1;
+    return true;
+}
+
+static void reset_answer(vg_http_call *c)
+{
+    c->content_type[0] = c->retry_after[0] = c->retry_after_ms[0] = c->upstream_id[0] = '\0';
+}
+
+static size_t on_header(char *line, size_t sz, size_t n, void *ud)
+{
+    static const char *const ids[] = {"x-request-id", "request-id", "dg-request-id",
+                                      "x-client-request-id"};
+    vg_http_call *c = ud;
+    size_t len = sz * n;
+    const char *v;
+    size_t vl;
+    /* Each status line starts a new header block (100 Continue, a
+     * redirect): nothing of an earlier block may leak into the answer. */
+    if (len >= 5 && !strncmp(line, "HTTP/", 5))
+        reset_answer(c);
+    else if (header_is(line, len, "content-type", &v, &vl))
+        copy_value(c->content_type, sizeof c->content_type, v, vl);
+    else if (header_is(line, len, "retry-after", &v, &vl))
+        copy_value(c->retry_after, sizeof c->retry_after, v, vl);
+    else if (header_is(line, len, "retry-after-ms", &v, &vl))
+        copy_value(c->retry_after_ms, sizeof c->retry_after_ms, v, vl);
+    else if (!c->upstream_id[0])
+        for (size_t i = 0; i < VG_ARRAY_LEN(ids); i++)
+            if (header_is(line, len, ids[i], &v, &vl)) {
+                copy_value(c->upstream_id, sizeof c->upstream_id, v, vl);
+                break;
+            }
+    return len;
+}
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    call_impl *ci = ud;
+    vg_http_call *c = &ci->pub;
+    size_t len = sz * n;
+    if (c->max_resp_bytes && c->resp_body.len + len > c->max_resp_bytes)
+        return 0; /* -> CURLE_WRITE_ERROR: "answer too large" */
+    if (vg_buf_append(&c->resp_body, p, len) != VG_OK) {
+        ci->oom = true;
+        return 0;
+    }
+    return len;
+}
+
+/* ---- calls ---- */
+
+vg_http_call *vg_http_call_new(vg_engine *e, uint32_t timeout_ms, uint32_t connect_timeout_ms,
+                               const char *ca_file)
+{
+    call_impl *ci = calloc(1, sizeof *ci);
+    if (!ci)
+        return NULL;
+    ci->e = e;
+    vg_http_call *c = &ci->pub;
+    c->max_resp_bytes = DEFAULT_MAX_RESP;
+    CURL *h = c->easy = curl_easy_init();
+    c->headers = curl_slist_append(NULL, "Expect:"); /* no 100-continue round trip */
+    if (!h || !c->headers) {
+        vg_http_call_free(c);
+        return NULL;
+    }
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, ci);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* No CURLOPT_PIPEWAIT: calls parked behind a connection that never
+     * completes overran their own timeouts by up to a second (7.88). */
+    if (timeout_ms)
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    if (connect_timeout_ms)
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_timeout_ms);
+    if (!timeout_ms || timeout_ms / 1000 > LOW_SPEED_WINDOW_S) {
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_WINDOW_S);
+    }
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file && *ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, ci);
+    return c;
+}
+
+void vg_http_call_free(vg_http_call *c)
+{
+    if (!c)
+        return;
+    /* The easy handle first: it unbinds itself from the mime and the
+     * header list it points at. */
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    curl_mime_free(c->mime);
+    curl_slist_free_all(c->headers);
+    vg_buf_free(&c->req_body);
+    vg_buf_free(&c->resp_body);
+    free(c);
+}
+
+static void list_push(call_impl **head, call_impl *ci)
+{
+    ci->prev = NULL;
+    ci->next = *head;
+    if (*head)
+        (*head)->prev = ci;
+    *head = ci;
+}
+
+static void list_unlink(call_impl **head, call_impl *ci)
+{
+    if (ci->prev)
+        ci->prev->next = ci->next;
+    else
+        *head = ci->next;
+    if (ci->next)
+        ci->next->prev = ci->prev;
+    ci->prev = ci->next = NULL;
+}
+
+/* Hands a finished call to its owner; the engine forgets it. */
+static void finish(vg_engine *e, call_impl *ci, int code)
+{
+    vg_http_call *c = &ci->pub;
+    c->curl_code = ci->oom ? CURLE_OUT_OF_MEMORY : code;
+    curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
+    c->duration_us = (vg_mono_ns() - ci->start_ns) / 1000u;
+    atomic_fetch_sub(&e->inflight, 1);
+    ci->on_done(c, ci->ud);
+}
+
+int vg_engine_submit(vg_engine *e, vg_http_call *c, void (*on_done)(vg_http_call *c, void *ud),
+                     void *ud)
+{
+    call_impl *ci = (call_impl *)c;
+    ci->on_done = on_done;
+    ci->ud = ud;
+    ci->start_ns = vg_mono_ns();
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->mu);
+        return VG_EUNAVAIL;
+    }
+    ci->next = NULL;
+    if (e->queue_tail)
+        e->queue_tail->next = ci;
+    else
+        e->queue_head = ci;
+    e->queue_tail = ci;
+    atomic_fetch_add(&e->inflight, 1);
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
+    return VG_OK;
+}
+
+size_t vg_engine_inflight(vg_engine *e) { return atomic_load(&e->inflight); }
+
+/* ---- timers API ---- */
+
+uint64_t vg_engine_after(vg_engine *e, uint64_t delay_ms, void (*fn)(void *ud), void *ud)
+{
+    uint64_t id = 0;
+    bool first = false;
+    pthread_mutex_lock(&e->mu);
+    uint32_t slot = e->stopping ? UINT32_MAX : timer_slot_get(e);
+    if (slot != UINT32_MAX) {
+        timer_slot *t = &e->slots[slot];
+        uint64_t now = mono_ms();
+        t->due_ms = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
+        t->seq = ++e->timer_seq;
+        t->fn = fn;
+        t->ud = ud;
+        e->heap[e->nheap++] = slot;
+        heap_up(e, e->nheap - 1);
+        first = e->heap[0] == slot;
+        id = (uint64_t)t->gen << 32 | slot;
+    }
+    pthread_mutex_unlock(&e->mu);
+    /* Only a new earliest deadline can shorten the thread's sleep. */
+    if (first && !pthread_equal(pthread_self(), e->thread))
+        curl_multi_wakeup(e->multi);
+    return id;
+}
+
+bool vg_engine_cancel(vg_engine *e, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    bool removed = false;
+    pthread_mutex_lock(&e->mu);
+    if (slot < e->nslots && e->slots[slot].gen == gen && e->slots[slot].heap_pos != UINT32_MAX) {
+        timer_remove(e, slot);
+        removed = true;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return removed;
+}
+
+/* Runs the timers that are due, one at a time so that a callback can add
+ * or cancel timers. Returns ms until the next one (-1 = none). */
+static long run_timers(vg_engine *e)
+{
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        if (!e->nheap || e->stopping) {
+            pthread_mutex_unlock(&e->mu);
+            return -1;
+        }
+        uint32_t slot = e->heap[0];
+        uint64_t now = mono_ms(), due = e->slots[slot].due_ms;
+        if (due > now) {
+            pthread_mutex_unlock(&e->mu);
+            uint64_t wait = due - now;
+            return wait > 60000 ? 60000 : (long)wait;
+        }
+        void (*fn)(void *) = e->slots[slot].fn;
+        void *ud = e->slots[slot].ud;
+        timer_remove(e, slot);
+        pthread_mutex_unlock(&e->mu);
+        fn(ud);
+    }
+}
+
+/* ---- the event thread ---- */
+
+/* Empties the submit queue; returns what it held, oldest first. */
+static call_impl *take_queue(vg_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    call_impl *ci = e->queue_head;
+    e->queue_head = e->queue_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    return ci;
+}
+
+static void start_queued(vg_engine *e)
+{
+    call_impl *ci = take_queue(e);
+    while (ci) {
+        call_impl *next = ci->next;
+        vg_http_call *c = &ci->pub;
+        curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
+        if (c->mime)
+            curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, c->mime);
+        if (curl_multi_add_handle(e->multi, c->easy) == CURLM_OK)
+            list_push(&e->running, ci);
+        else
+            finish(e, ci, CURLE_FAILED_INIT);
+        ci = next;
+    }
+}
+
+static void reap_done(vg_engine *e)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(e->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *h = m->easy_handle;
+        CURLcode code = m->data.result; /* m is invalid after remove_handle */
+        call_impl *ci = NULL;
+        curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&ci);
+        curl_multi_remove_handle(e->multi, h);
+        list_unlink(&e->running, ci);
+        finish(e, ci, code);
+    }
+}
+
+/* Shutdown: every call still queued or running ends as aborted; then
+ * every pending timer runs once, early, so that its owner can release
+ * what it holds (the gateway's deadlines and retries end there).
+ * Callbacks may not submit or add timers again (stopping is set). */
+static void abort_all(vg_engine *e)
+{
+    call_impl *q = take_queue(e);
+    while (q) {
+        call_impl *next = q->next;
+        finish(e, q, CURLE_ABORTED_BY_CALLBACK);
+        q = next;
+    }
+    while (e->running) {
+        call_impl *ci = e->running;
+        list_unlink(&e->running, ci);
+        curl_multi_remove_handle(e->multi, ci->pub.easy);
+        finish(e, ci, CURLE_ABORTED_BY_CALLBACK);
+    }
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        if (!e->nheap) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        uint32_t slot = e->heap[0];
+        void (*fn)(void *) = e->slots[slot].fn;
+        void *ud = e->slots[slot].ud;
+        timer_remove(e, slot);
+        pthread_mutex_unlock(&e->mu);
+        fn(ud);
+    }
+}
+
+static void *event_loop(void *arg)
+{
+    vg_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        bool stop = e->stopping;
+        pthread_mutex_unlock(&e->mu);
+        if (stop)
+            break;
+        start_queued(e);
+        int running = 0;
+        curl_multi_perform(e->multi, &running);
+        reap_done(e);
+        long wait = run_timers(e);
+        long curl_wait = -1;
+        curl_multi_timeout(e->multi, &curl_wait);
+        if (curl_wait >= 0 && (wait < 0 || curl_wait < wait))
+            wait = curl_wait;
+        /* Nothing scheduled: sleep until a wakeup (submit, timer, stop). */
+        curl_multi_poll(e->multi, NULL, 0, wait < 0 ? 60000 : (int)wait, NULL);
+    }
+    abort_all(e);
+    return NULL;
+}
+
+int vg_engine_new(vg_engine **out)
+{
+    *out = NULL;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return VG_ERR;
+    vg_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        curl_global_cleanup();
+        return VG_ENOMEM;
+    }
+    e->multi = curl_multi_init();
+    if (!e->multi || pthread_mutex_init(&e->mu, NULL) != 0)
+        goto fail;
+    /* Thousands of calls to one host: unbounded connections, and a
+     * connection cache large enough to keep them for reuse. */
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    if (pthread_create(&e->thread, NULL, event_loop, e) != 0) {
+        pthread_mutex_destroy(&e->mu);
+        goto fail;
+    }
+    *out = e;
+    return VG_OK;
+fail:
+    if (e->multi)
+        curl_multi_cleanup(e->multi);
+    free(e);
+    curl_global_cleanup();
+    return VG_ERR;
+}
+
+void vg_engine_free(vg_engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    e->stopping = true;
+    pthread_mutex_unlock(&e->mu);
+    curl_multi_wakeup(e->multi);
+    pthread_join(e->thread, NULL);
+    curl_multi_cleanup(e->multi);
+    pthread_mutex_destroy(&e->mu);
+    free(e->slots);
+    free(e->free_slots);
+    free(e->heap);
+    free(e);
+    curl_global_cleanup();
+}
