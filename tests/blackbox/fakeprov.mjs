@@ -290,6 +290,22 @@ const FAIL_MESSAGES = {
 
 // ---- the server ----
 
+// A behaviour (fake.behave(b), fake.setMode(mode, extra), or one item of
+// fake.script(...)) says how a call is answered:
+//   mode: 'ok'          validate like OpenAI (400/404/401) and answer
+//         'fail'        status (500 default; 502, 503...), OpenAI error body, retryAfter (s) optional
+//         'rate_limit'  429 rate_limit_exceeded; retryAfter (s) -> Retry-After, retryAfterMs -> retry-after-ms
+//         'quota'       429 insufficient_quota
+//         'auth'        401 invalid_api_key
+//         'hang'        never answer (until the client goes, reset(), releaseHung() or close())
+//         'garbage'     garbage: 'json' (200 {"nope":1}) | 'html' | 'empty' | 'badjson'
+//                       | 'truncate' (half the promised body, then a reset) | 'destroy' (reset, no answer)
+//   delayMs    wait this long first (any mode)
+//   failFirst  N: the first N calls after behave() fail (with this mode when it is not 'ok',
+//              else failWith, default {mode:'fail', status:500}); later calls succeed
+//   only       'speech' | 'transcriptions': other endpoints answer normally
+//   headers    extra response headers
+// The API key (opts.apiKey) is checked only in mode 'ok'.
 const DEFAULT_BEHAVIOUR = { mode: 'ok' };
 
 export async function startFakeOpenAI(opts = {}) {

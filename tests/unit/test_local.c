@@ -229,6 +229,12 @@ static void test_espeak_de(void **state)
     vg_wav w;
     assert_int_equal(vg_wav_parse(r.body.data, r.body.len, &w, NULL, 0), VG_OK);
     assert_true(w.frames > w.rate / 2); /* at least half a second of speech */
+    int peak = 0;
+    for (size_t i = 0; i < w.frames; i++) {
+        int s = abs((int16_t)(w.data[2 * i] | w.data[2 * i + 1] << 8));
+        peak = s > peak ? s : peak;
+    }
+    assert_true(peak > 2000); /* not silence */
     vg_buf_free(&r.body);
     j.tts.format = "pcm";
     r = run_job(prov, &j);
