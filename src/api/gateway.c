@@ -368,8 +368,9 @@ static bool is_multipart(vg_req *r)
 }
 
 /* /v1/stt?language=&provider=&model=&format= with the raw audio, or a
- * multipart form with a 'file' part. format names the input container
- * when sniffing cannot (it must agree with the bytes when it can). */
+ * multipart form with a 'file' part. The container is sniffed from the
+ * bytes; format, when given for a raw body, names the container the
+ * caller sends and must agree with them. */
 static bool parse_stt(vg_req *r, gw_job *j, perr *e)
 {
     const char *lang = vg_req_query(r, "language"), *prov = vg_req_query(r, "provider");

@@ -794,7 +794,8 @@ void vg_api_gw_models(vg_req *r)
     const char *all[VG_MAX_PROVIDERS];
     for (size_t i = 0; i < gw.n; i++)
         all[i] = gw.provs[i].conf->name;
-    add_model(data, "default", all, gw.n < VG_MAX_CHAIN ? gw.n : VG_MAX_CHAIN);
+    if (!vg_config_model(cfg, "default"))
+        add_model(data, "default", all, gw.n < VG_MAX_CHAIN ? gw.n : VG_MAX_CHAIN);
     reply_json(r, doc);
 }
 
@@ -885,6 +886,10 @@ static int add_prov(vg_app *app, const vg_provider_conf *pc, char *err, size_t e
                                         : vg_provider_openai_new(pc, gw.engine, &gp->p, err, errlen);
     if (rc != 0)
         return -1;
+    /* The implicit local provider's breaker counts as configured, not
+     * against breakers.max_count. */
+    if (pc == &gw.local_conf)
+        vg_breakers_add(app->breakers, pc->name, &pc->breaker);
     if (vg_breakers_get(app->breakers, pc->name, true, &gp->breaker) != VG_OK ||
         !(gp->slots = vg_bulkhead_new(pc->max_concurrency, pc->max_queue))) {
         snprintf(err, errlen, "providers.%s: cannot create its breaker or slots", pc->name);

@@ -85,7 +85,8 @@ describe('circuit breakers over HTTP', { timeout: SLOW }, () => {
     const r = await req(vg, 'GET', '/v1/breakers');
     assert.equal(r.status, 200, r.text);
     const names = r.json.breakers.map((b) => b.provider);
-    assert.deepEqual(names, ['alpha', 'beta', 'burst', 'expiring']);
+    // With no gateway provider configured, the offline local one is there too.
+    assert.deepEqual(names, ['alpha', 'beta', 'burst', 'expiring', 'local']);
     assert.deepEqual(r.json.available, names);
     const alpha = r.json.breakers[0];
     assert.equal(alpha.state, 'closed');
@@ -345,7 +346,7 @@ describe('breaker admin rules (keys configured)', { timeout: SLOW }, () => {
     // An API key cannot create breakers through a refused reset.
     await req(vg, 'POST', '/v1/breakers/ghost/reset', { headers: auth(USER) });
     const list = (await req(vg, 'GET', '/v1/breakers', { headers: auth(USER) })).json;
-    assert.deepEqual(list.breakers.map((b) => b.provider), ['p1']);
+    assert.deepEqual(list.breakers.map((b) => b.provider), ['local', 'p1']);
   });
 });
 
@@ -365,7 +366,7 @@ describe('breakers.max_count bounds on-demand breakers', { timeout: SLOW }, () =
       assertError(await call(), 429, 'breaker_limit', 'past max_count');
     }
     const list = (await req(vg, 'GET', '/v1/breakers')).json.breakers.map((b) => b.provider);
-    assert.deepEqual(list, ['conf1', 'conf2', 'n1', 'n2', 'n3']);
+    assert.deepEqual(list, ['conf1', 'conf2', 'local', 'n1', 'n2', 'n3']);
     // Known names, configured or not, keep working.
     assert.equal((await acquire(vg, 'n2')).status, 200);
     assert.equal((await acquire(vg, 'conf2')).status, 200);
@@ -375,7 +376,7 @@ describe('breakers.max_count bounds on-demand breakers', { timeout: SLOW }, () =
     // max_count is already reached: a burst of new names creates nothing.
     const all = await Promise.all(Array.from({ length: 20 }, (_, i) => acquire(vg, `burst${i}`)));
     for (const r of all) assertError(r, 429, 'breaker_limit', 'burst');
-    assert.equal((await req(vg, 'GET', '/v1/breakers')).json.breakers.length, 5);
+    assert.equal((await req(vg, 'GET', '/v1/breakers')).json.breakers.length, 6, 'two configured, local, three created');
   });
 });
 

@@ -164,6 +164,33 @@ function queryString(params, { all = false } = {}) {
   return s ? `?${s}` : '';
 }
 
+// Half a second of a quiet tone as a real 16 kHz mono WAV: audio any
+// provider takes (the local provider transcribes it, as nothing much).
+function toneWav() {
+  const n = 8000, pcm = Buffer.alloc(n * 2);
+  for (let i = 0; i < n; i++) pcm.writeInt16LE(Math.round(300 * Math.sin(i / 8)), i * 2);
+  const h = Buffer.alloc(44);
+  h.write('RIFF', 0, 'latin1'); h.writeUInt32LE(36 + pcm.length, 4); h.write('WAVEfmt ', 8, 'latin1');
+  h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(1, 22); h.writeUInt32LE(16000, 24);
+  h.writeUInt32LE(32000, 28); h.writeUInt16LE(2, 32); h.writeUInt16LE(16, 34);
+  h.write('data', 36, 'latin1'); h.writeUInt32LE(pcm.length, 40);
+  return Buffer.concat([h, pcm]);
+}
+
+// A form with the schema's required fields (their examples) and the audio as `file`.
+function formBody(media) {
+  const s = deref(media.schema) || {};
+  const boundary = 'openapiparity';
+  const parts = [];
+  for (const name of s.required || []) {
+    if (name === 'file') continue;
+    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${sample(s.properties[name])}\r\n`));
+  }
+  parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n`),
+    toneWav(), Buffer.from(`\r\n--${boundary}--\r\n`));
+  return { body: Buffer.concat(parts), headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}` } };
+}
+
 // A body for the operation: the media type's example, else something minimal.
 function requestBody(op) {
   const rb = op.requestBody && deref(op.requestBody);
@@ -174,7 +201,8 @@ function requestBody(op) {
     const ex = media.example !== undefined ? media.example : {};
     return { body: JSON.stringify(ex), headers: { 'Content-Type': ctype } };
   }
-  return { body: Buffer.from('RIFF\x24\x00\x00\x00WAVEfmt openapi parity'), headers: { 'Content-Type': ctype } };
+  if (mt === 'multipart/form-data') return formBody(media);
+  return { body: toneWav(), headers: { 'Content-Type': ctype } };
 }
 
 async function send(vg, method, pathAndQuery, { body, headers = {} } = {}) {

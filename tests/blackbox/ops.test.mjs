@@ -84,14 +84,14 @@ describe('/health, /ready, /stats, /metrics', () => {
     assert.ok(b > a, `${a} → ${b}`);
   });
 
-  it('/ready → 200 {status:"ready", checks:{lmdb, storage}} with ok and latency_ms; HEAD too', async () => {
+  it('/ready → 200 {status:"ready", checks:{lmdb, storage, providers}} with ok and latency_ms; HEAD too', async () => {
     const r = await getJson(`${vg.url}/ready`);
     assert.equal(r.status, 200, r.text);
     assert.match(r.headers.get('content-type'), /^application\/json/);
     assert.equal(r.json.status, 'ready');
-    assert.deepEqual(Object.keys(r.json.checks).sort(), ['lmdb', 'storage']);
+    assert.deepEqual(Object.keys(r.json.checks).sort(), ['lmdb', 'providers', 'storage']);
     assert.equal(r.json.checks.lmdb.backend, 'lmdb'); // the kv check is named after its backend
-    for (const c of ['lmdb', 'storage']) {
+    for (const c of ['lmdb', 'storage', 'providers']) {
       const ch = r.json.checks[c];
       assert.equal(ch.ok, true, `${c}: ${r.text}`);
       assert.ok(isNum(ch.latency_ms) && ch.latency_ms >= 0, `${c}.latency_ms`);
