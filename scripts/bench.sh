@@ -2,7 +2,8 @@
 # Measures SPEC §7's L1 hit target: requests/s of voxgate serving a
 # cache-aside GET from L1 against nginx serving the same bytes as a static
 # file (1 worker, keep-alive, access log off), same wrk settings, same run.
-# Objects: a 300 B JSON STT result and a 32 KiB WAV. Also reports idle RSS.
+# Objects: a 300 B JSON STT result and a 32 KiB WAV. Also reports idle RSS,
+# the Redis tier against redis-benchmark, and the gateway miss overhead.
 # Not a test: it prints numbers and ratios. Usage: scripts/bench.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -172,3 +173,9 @@ printf '%-22s %12s\n' 'redis EVALSHA' "$e_rps"
 awk -v v="$c_rps" -v r="$e_rps" 'BEGIN {printf "ratio check voxgate / redis EVALSHA = %.2f (target >= 0.80)\n", v / r}'
 echo "server-side p99 of the check run: ${srv_p99} us (target <= 200)"
 echo "settings: redis-benchmark -c$CONN -n$RB_N -P 1; voxgate $VG_THREADS thread(s) on Redis, L1 max_item_bytes 1"
+
+# ---- Gateway (issue 6): SPEC §7 miss overhead ----
+# p50 of a miss through voxgate (one OpenAI-compatible provider, the fake
+# of the black-box suite) minus p50 of the same fake called directly.
+echo
+node scripts/bench-miss.mjs ./build-bench/voxgate "${BENCH_MISS_REQUESTS:-2000}"

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "voxgate/keys.h"
+#include "voxgate/provider.h"
 #include "voxgate/redis.h"
 #include "voxgate/util.h"
 
@@ -270,6 +271,11 @@ static const opt provider_opts[] = {
            "Voice when a TTS request names none; \"\" = the type's (openai alloy, local slt)."),
     O_PINT("max_response_bytes", T_U64, max_response_bytes, 1024, TIB, "67108864",
            "Largest upstream answer accepted; larger is a 502."),
+    O_PSTR("auth", T_STR, auth, "",
+           "How the key is sent; \"\" = the type's way. yandex: api-key (Authorization: "
+           "Api-Key) or iam (Authorization: Bearer, an IAM token)."),
+    O_PSTR("folder_id", T_STR, folder_id, "",
+           "yandex: the folderId sent with an IAM token; \"\" = none."),
 #undef O_PSTR
 #undef O_PINT
     {"cache_epoch", T_U32, offsetof(vg_provider_conf, cache_epoch),
@@ -1200,10 +1206,11 @@ static int provider_finish(vg_config *cfg, vg_provider_conf *p, const char *(*ge
 {
     char path[PATH_CAP];
 #define PF(field) (snprintf(path, sizeof path, "providers.%s." field, p->name), path)
-    if (!p->type[0] && (!strcmp(p->name, "openai") || !strcmp(p->name, "local")))
+    if (!p->type[0] && vg_provider_type_known(p->name))
         snprintf(p->type, sizeof p->type, "%s", p->name);
-    if (p->type[0] && strcmp(p->type, "openai") && strcmp(p->type, "local"))
-        return fail(err, errlen, PF("type"), "unknown type '%s' (expected openai|local)", p->type);
+    if (p->type[0] && !vg_provider_type_known(p->type))
+        return fail(err, errlen, PF("type"), "unknown type '%s' (expected %s)", p->type,
+                    vg_provider_types());
     if (p->base_url[0] && strncmp(p->base_url, "http://", 7) && strncmp(p->base_url, "https://", 8))
         return fail(err, errlen, PF("base_url"), "expected an http:// or https:// URL");
     if (p->rate_limit[0] && !vg_config_policy(cfg, p->rate_limit))

@@ -38,6 +38,8 @@ typedef struct vg_provider_conf {
     char stt_model[65];             /* "" = the type's ("whisper-1") */
     char voice[65];                 /* "" = the type's ("alloy"; local "slt") */
     uint64_t max_response_bytes;    /* 67108864 */
+    char auth[16];                  /* "" = the type's scheme; yandex: api-key | iam */
+    char folder_id[65];             /* yandex: folderId sent with an IAM token; "" = none */
     uint32_t cache_epoch;    /* part of every cache key of this provider */
     /* Circuit breaker (issue 5): fields left 0 / 0.0 in the file inherit
      * breakers.*; vg_config_finish fills them in. */

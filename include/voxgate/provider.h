@@ -127,6 +127,9 @@ typedef struct vg_provider_ops {
      * "engine"} objects (GET /v1/voices), or NULL when it has no fixed
      * list. The caller deletes it. */
     void *(*voices)(vg_provider *p);
+    /* The upstream model of a job whose request and configuration name
+     * none ("" = the provider has no models, e.g. local). NULL hook = "". */
+    const char *(*default_model)(vg_provider *p, vg_kind kind);
     /* Ready check (/ready "providers"): true when it can take work. */
     bool (*ready)(vg_provider *p);
     void (*destroy)(vg_provider *p);
@@ -149,6 +152,12 @@ static inline int vg_provider_start(vg_provider *p, const vg_job *j, vg_provider
 /* Constructors, one per type (src/provider/<type>.c). conf and engine
  * outlive the provider. On error: -1 with a message naming the field. */
 struct vg_engine;
+/* The constructor for conf->type (src/provider/registry.c). */
+int vg_provider_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,
+                    char *err, size_t errlen);
+/* "openai|local|..." : every type the registry knows, for messages. */
+const char *vg_provider_types(void);
+bool vg_provider_type_known(const char *type);
 int vg_provider_openai_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,
                            char *err, size_t errlen);
 int vg_provider_local_new(const vg_provider_conf *conf, vg_provider **out, char *err,

@@ -100,9 +100,12 @@ void gw_target_defaults(const gw_job *j, gw_target *t)
     const char *voice = j->voice[0] ? j->voice : c->voice[0] ? c->voice
                       : t->gp->p->ops->default_voice(t->gp->p, j->language);
     snprintf(t->voice, sizeof t->voice, "%s", tts ? voice : "");
+    /* The request's model is an OpenAI model name: only an openai-type
+     * provider gets it as is; the others use their configured or own. */
     const char *cm = tts ? c->tts_model : c->stt_model;
-    const char *model = !strcmp(c->type, "local") ? "" : j->model[0] ? j->model
-                      : cm[0] ? cm : tts ? "tts-1" : "whisper-1";
+    const vg_provider_ops *ops = t->gp->p->ops;
+    const char *dflt = ops->default_model ? ops->default_model(t->gp->p, j->kind) : "";
+    const char *model = !strcmp(c->type, "openai") && j->model[0] ? j->model : cm[0] ? cm : dflt;
     snprintf(t->model, sizeof t->model, "%s", model);
 }
 
@@ -882,9 +885,7 @@ static int add_prov(vg_app *app, const vg_provider_conf *pc, char *err, size_t e
     gw_prov *gp = &gw.provs[gw.n];
     memset(gp, 0, sizeof *gp);
     gp->conf = pc;
-    int rc = !strcmp(pc->type, "local") ? vg_provider_local_new(pc, &gp->p, err, errlen)
-                                        : vg_provider_openai_new(pc, gw.engine, &gp->p, err, errlen);
-    if (rc != 0)
+    if (vg_provider_new(pc, gw.engine, &gp->p, err, errlen) != 0)
         return -1;
     /* The implicit local provider's breaker counts as configured, not
      * against breakers.max_count. */

@@ -345,6 +345,11 @@ static const char *op_default_voice(vg_provider *p, const char *language)
     return p->conf->voice[0] ? p->conf->voice : "alloy";
 }
 
+static const char *op_default_model(vg_provider *p, vg_kind kind)
+{
+    return kind == VG_KIND_TTS ? "tts-1" : "whisper-1";
+}
+
 static void *op_voices(vg_provider *p) { return NULL; }
 static bool op_ready(vg_provider *p) { return true; }
 
@@ -361,8 +366,8 @@ static void op_destroy(vg_provider *p)
 
 static const vg_provider_ops openai_ops = {
     .type = "openai", .check = op_check, .start = op_start,
-    .default_voice = op_default_voice, .voices = op_voices, .ready = op_ready,
-    .destroy = op_destroy,
+    .default_voice = op_default_voice, .default_model = op_default_model, .voices = op_voices,
+    .ready = op_ready, .destroy = op_destroy,
 };
 
 int vg_provider_openai_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,

@@ -809,6 +809,8 @@ static void test_describe(void **state)
         {"providers.<name>.stt_model", "VOXGATE_PROVIDERS_<NAME>_STT_MODEL"},
         {"providers.<name>.voice", "VOXGATE_PROVIDERS_<NAME>_VOICE"},
         {"providers.<name>.max_response_bytes", "VOXGATE_PROVIDERS_<NAME>_MAX_RESPONSE_BYTES"},
+        {"providers.<name>.auth", "VOXGATE_PROVIDERS_<NAME>_AUTH"},
+        {"providers.<name>.folder_id", "VOXGATE_PROVIDERS_<NAME>_FOLDER_ID"},
         {"providers.<name>.cache_epoch", "VOXGATE_PROVIDERS_<NAME>_CACHE_EPOCH"},
         {"breakers.failure_threshold", "VOXGATE_BREAKERS_FAILURE_THRESHOLD"},
         {"breakers.failure_rate_threshold", "VOXGATE_BREAKERS_FAILURE_RATE_THRESHOLD"},
