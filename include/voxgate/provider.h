@@ -130,6 +130,11 @@ typedef struct vg_provider_ops {
     /* The upstream model of a job whose request and configuration name
      * none ("" = the provider has no models, e.g. local). NULL hook = "". */
     const char *(*default_model)(vg_provider *p, vg_kind kind);
+    /* Output-affecting settings of this provider beyond the job's fields
+     * (e.g. fixed voice settings, a topic, a sample rate from its
+     * configuration), written canonically (same settings, same bytes)
+     * into out; they become part of the cache key. NULL hook = none. */
+    void (*key_extra)(vg_provider *p, const vg_job *job, vg_buf *out);
     /* Ready check (/ready "providers"): true when it can take work. */
     bool (*ready)(vg_provider *p);
     void (*destroy)(vg_provider *p);

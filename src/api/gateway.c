@@ -441,10 +441,15 @@ static void target_key(vg_app *app, gw_job *j, gw_target *t)
     vg_key_parts *p = &t->parts;
     *p = (vg_key_parts){.kind = j->kind, .provider = t->gp->conf->name,
                         .epoch = t->gp->conf->cache_epoch, .hash = t->hash};
+    vg_buf extra = {0};
+    vg_provider *pv = t->gp->p;
+    if (pv->ops->key_extra)
+        pv->ops->key_extra(pv, &t->job, &extra);
+    const char *x = extra.data ? extra.data : NULL; /* absent unless the provider has some */
     if (j->kind == VG_KIND_TTS) {
         vg_param ps[] = {{"model", t->model}, {"voice", t->voice}, {"format", j->format},
                          {"speed", speed}, {"instructions", j->instructions},
-                         {"language", j->language}};
+                         {"language", j->language}, {"provider_options", x}};
         vg_canon_hash("voxgate.tts.v1", ps, VG_ARRAY_LEN(ps), j->text, j->text_len, t->hash);
         p->language = j->language[0] ? j->language : "und";
         p->voice = t->voice;
@@ -452,12 +457,13 @@ static void target_key(vg_app *app, gw_job *j, gw_target *t)
     } else {
         vg_param ps[] = {{"model", t->model}, {"language", j->language}, {"prompt", j->prompt},
                          {"response_format", j->response_format}, {"temperature", temp},
-                         {"granularities", j->granularities}};
+                         {"granularities", j->granularities}, {"provider_options", x}};
         vg_canon_hash("voxgate.stt.v1", ps, VG_ARRAY_LEN(ps), j->audio.data, j->audio.len,
                       t->hash);
         p->language = j->language[0] ? j->language : "auto";
         p->format = j->response_format;
     }
+    vg_buf_free(&extra);
     int n = vg_key_build(app->cfg->cache.prefix, p, t->key, sizeof t->key);
     t->klen = n > 0 ? (size_t)n : 0;
 }
