@@ -65,7 +65,7 @@ void gw_reply_error(vg_req *r, gw_api api, unsigned status, const char *code,
 
 typedef struct perr {
     unsigned status;
-    const char *code;
+    char code[48];    /* a copy: a provider's check() writes it on the stack */
     char msg[300];
 } perr;
 
@@ -74,7 +74,7 @@ static bool bad(perr *e, unsigned status, const char *code, const char *fmt, ...
 static bool bad(perr *e, unsigned status, const char *code, const char *fmt, ...)
 {
     e->status = status;
-    e->code = code;
+    snprintf(e->code, sizeof e->code, "%s", code);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
