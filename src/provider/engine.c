@@ -44,7 +44,13 @@ typedef struct timer_slot {
 } timer_slot;
 
 struct vg_engine {
-    CURLM *multi;
+    /* libcurl (and through it OpenSSL) is set up on the first call, not
+     * at start: a voxgate with only the local provider never pays its
+     * memory. Until then the thread sleeps on cv instead of the multi. */
+    CURLM *multi;                  /* event thread only; NULL until the first call */
+    _Atomic bool has_multi;        /* for wakers on other threads */
+    pthread_cond_t cv;
+    bool kicked;                   /* under mu: something for the thread to look at */
     pthread_t thread;
     pthread_mutex_t mu;            /* guards everything below but running/multi */
     bool stopping;
@@ -61,6 +67,17 @@ struct vg_engine {
 };
 
 static uint64_t mono_ms(void) { return vg_mono_ns() / 1000000u; }
+
+/* Wake the event thread wherever it sleeps (the multi, or cv before it). */
+static void wake(vg_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->kicked = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (atomic_load(&e->has_multi))
+        curl_multi_wakeup(e->multi);
+}
 
 /* ---- timers (mu held) ---- */
 
@@ -338,7 +355,7 @@ int vg_engine_submit(vg_engine *e, vg_http_call *c, void (*on_done)(vg_http_call
     e->queue_tail = ci;
     atomic_fetch_add(&e->inflight, 1);
     pthread_mutex_unlock(&e->mu);
-    curl_multi_wakeup(e->multi);
+    wake(e);
     return VG_OK;
 }
 
@@ -367,7 +384,7 @@ uint64_t vg_engine_after(vg_engine *e, uint64_t delay_ms, void (*fn)(void *ud), 
     pthread_mutex_unlock(&e->mu);
     /* Only a new earliest deadline can shorten the thread's sleep. */
     if (first && !pthread_equal(pthread_self(), e->thread))
-        curl_multi_wakeup(e->multi);
+        wake(e);
     return id;
 }
 
@@ -488,26 +505,76 @@ static void abort_all(vg_engine *e)
     }
 }
 
+/* libcurl, the first time a call needs it (see struct vg_engine). */
+static bool ensure_multi(vg_engine *e)
+{
+    if (e->multi)
+        return true;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return false;
+    e->multi = curl_multi_init();
+    if (!e->multi) {
+        curl_global_cleanup();
+        return false;
+    }
+    /* Thousands of calls to one host: unbounded connections, and a
+     * connection cache large enough to keep them for reuse. */
+    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    atomic_store(&e->has_multi, true);
+    return true;
+}
+
+/* Sleep until woken or wait ms pass (-1: a minute), unless a wake came
+ * since the last look (kicked), which would otherwise be lost. */
+static void sleep_until_woken(vg_engine *e, long wait)
+{
+    if (wait < 0)
+        wait = 60000;
+    pthread_mutex_lock(&e->mu);
+    bool kicked = e->kicked;
+    e->kicked = false;
+    if (!kicked && !e->multi) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (!kicked && e->multi)
+        curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
+}
+
 static void *event_loop(void *arg)
 {
     vg_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        bool stop = e->stopping;
+        bool stop = e->stopping, queued = e->queue_head != NULL;
         pthread_mutex_unlock(&e->mu);
         if (stop)
             break;
-        start_queued(e);
-        int running = 0;
-        curl_multi_perform(e->multi, &running);
-        reap_done(e);
-        long wait = run_timers(e);
-        long curl_wait = -1;
-        curl_multi_timeout(e->multi, &curl_wait);
-        if (curl_wait >= 0 && (wait < 0 || curl_wait < wait))
-            wait = curl_wait;
-        /* Nothing scheduled: sleep until a wakeup (submit, timer, stop). */
-        curl_multi_poll(e->multi, NULL, 0, wait < 0 ? 60000 : (int)wait, NULL);
+        if (queued && !ensure_multi(e))
+            for (call_impl *ci = take_queue(e), *next; ci; ci = next) {
+                next = ci->next;
+                finish(e, ci, CURLE_FAILED_INIT);
+            }
+        long wait = -1;
+        if (e->multi) {
+            start_queued(e);
+            int running = 0;
+            curl_multi_perform(e->multi, &running);
+            reap_done(e);
+            curl_multi_timeout(e->multi, &wait);
+        }
+        long tw = run_timers(e);
+        if (tw >= 0 && (wait < 0 || tw < wait))
+            wait = tw;
+        sleep_until_woken(e, wait);
     }
     abort_all(e);
     return NULL;
@@ -516,31 +583,22 @@ static void *event_loop(void *arg)
 int vg_engine_new(vg_engine **out)
 {
     *out = NULL;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return VG_ERR;
     vg_engine *e = calloc(1, sizeof *e);
-    if (!e) {
-        curl_global_cleanup();
+    if (!e)
         return VG_ENOMEM;
+    if (pthread_mutex_init(&e->mu, NULL) != 0) {
+        free(e);
+        return VG_ERR;
     }
-    e->multi = curl_multi_init();
-    if (!e->multi || pthread_mutex_init(&e->mu, NULL) != 0)
-        goto fail;
-    /* Thousands of calls to one host: unbounded connections, and a
-     * connection cache large enough to keep them for reuse. */
-    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    pthread_cond_init(&e->cv, NULL);
     if (pthread_create(&e->thread, NULL, event_loop, e) != 0) {
+        pthread_cond_destroy(&e->cv);
         pthread_mutex_destroy(&e->mu);
-        goto fail;
+        free(e);
+        return VG_ERR;
     }
     *out = e;
     return VG_OK;
-fail:
-    if (e->multi)
-        curl_multi_cleanup(e->multi);
-    free(e);
-    curl_global_cleanup();
-    return VG_ERR;
 }
 
 void vg_engine_free(vg_engine *e)
@@ -550,13 +608,16 @@ void vg_engine_free(vg_engine *e)
     pthread_mutex_lock(&e->mu);
     e->stopping = true;
     pthread_mutex_unlock(&e->mu);
-    curl_multi_wakeup(e->multi);
+    wake(e);
     pthread_join(e->thread, NULL);
-    curl_multi_cleanup(e->multi);
+    if (e->multi) {
+        curl_multi_cleanup(e->multi);
+        curl_global_cleanup();
+    }
+    pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     free(e->slots);
     free(e->free_slots);
     free(e->heap);
     free(e);
-    curl_global_cleanup();
 }
