@@ -562,7 +562,7 @@ static void json_mode_tts(vg_req *r, const gw_answer *a, vg_header *h, size_t nh
     vg_buf_free(&u);
 }
 
-static bool wants_json(vg_req *r)
+bool gw_wants_json(vg_req *r)
 {
     const char *acc = vg_req_header(r, "Accept");
     return acc && strstr(acc, "application/json") && !strstr(acc, "audio/");
@@ -609,7 +609,7 @@ void gw_answer_send(vg_req *r, gw_api api, const gw_answer *a)
                       {"X-Provider", a->provider}, {"ETag", NULL}};
     vg_req_set_cache(r, a->cache);
     vg_req_set_provider(r, a->provider);
-    if (api == GW_STT || api == GW_TRANSCRIBE || (api == GW_TTS && wants_json(r))) {
+    if (api == GW_STT || api == GW_TRANSCRIBE || (api == GW_TTS && gw_wants_json(r))) {
         if (api == GW_TTS)
             json_mode_tts(r, a, h, 3);
         else

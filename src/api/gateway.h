@@ -86,6 +86,8 @@ typedef struct gw_answer {
 
 void gw_answer_provider(gw_answer *a, const gw_prov *gp);
 void gw_answer_send(vg_req *r, gw_api api, const gw_answer *a);
+/* /v1/tts with Accept: application/json (metadata and audio_url, not audio). */
+bool gw_wants_json(vg_req *r);
 void gw_reply_error(vg_req *r, gw_api api, unsigned status, const char *code,
                     const vg_header *h, size_t nh, const char *msg);
 

@@ -126,18 +126,27 @@ typedef struct gw_result {
     char key[VG_KEY_MAX];     /* the entry's key */
     char language[65];
     char format[16];
-    bool stored;
     uint32_t duration_ms;
+    /* Persistence to L2 and the blob store happens after the answer (the
+     * result is in L1 first). A JSON-mode TTS member needs the stored
+     * audio for its audio_url, so it waits on url_wait until then. */
+    pthread_mutex_t mu;
+    enum { P_NONE, P_PENDING, P_DONE } persist;
+    bool from_l1;             /* a hit found by the leader's second look (l1_recheck) */
+    bool stored;
+    struct gw_wait *url_wait;
 } gw_result;
 
 /* Answered when not even an error result can be allocated; never freed. */
 static gw_result oom_result = {.status = 503, .code = "out_of_memory",
-                               .message = "out of memory", .refs = 1 << 30};
+                               .message = "out of memory", .refs = 1 << 30,
+                               .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void result_unref(gw_result *res)
 {
     if (res && atomic_fetch_sub(&res->refs, 1) == 1) {
         vg_buf_free(&res->body);
+        pthread_mutex_destroy(&res->mu);
         free(res);
     }
 }
@@ -158,6 +167,7 @@ typedef struct gw_wait {
     bool leader;
     gw_result *res;
     uint64_t timer;
+    struct gw_wait *url_next;  /* on res->url_wait */
 } gw_wait;
 
 static void wait_unref(gw_wait *w)
@@ -178,15 +188,40 @@ static void reply_result(vg_req *r, gw_api api, const gw_result *res, bool leade
         gw_reply_error(r, api, res->status, res->code, h, 2, res->message);
         return;
     }
-    gw_answer a = {.cache = leader ? "miss" : "coalesced", .data = res->body.data,
+    pthread_mutex_lock(&((gw_result *)res)->mu);
+    bool stored = res->stored; /* meaningful once persisted (wait_for_url) */
+    pthread_mutex_unlock(&((gw_result *)res)->mu);
+    gw_answer a = {.cache = res->from_l1 ? "hit_l1" : leader ? "miss" : "coalesced",
+                   .data = res->body.data,
                    .len = res->body.len, .ctype = res->ctype, .format = res->format,
-                   .language = res->language, .key = res->key, .stored = res->stored,
+                   .language = res->language, .key = res->key, .stored = stored,
                    .duration_ms = res->duration_ms, .release = result_release,
                    .release_cls = (void *)res};
     atomic_fetch_add(&((gw_result *)res)->refs, 1); /* the reply's, for zero copy */
     gw_answer_provider(&a, res->gp);
     snprintf(a.sha256, sizeof a.sha256, "%s", res->sha256);
     gw_answer_send(r, api, &a);
+}
+
+/* A JSON-mode TTS answer carries an audio_url, which needs the audio
+ * stored: while that is pending the member parks again on the result,
+ * and the store thread wakes it. True when it parked. */
+static bool wait_for_url(gw_wait *w, vg_req *r)
+{
+    gw_result *res = w->res;
+    if (w->api != GW_TTS || res->status != 200 || !gw_wants_json(r))
+        return false;
+    pthread_mutex_lock(&res->mu);
+    bool pending = res->persist == P_PENDING;
+    if (pending) {
+        atomic_fetch_add(&w->refs, 1); /* the list's */
+        w->url_next = res->url_wait;
+        res->url_wait = w;
+    }
+    pthread_mutex_unlock(&res->mu);
+    /* Stopping: answer now, without the URL (the store thread still
+     * drops the list's reference). */
+    return pending && vg_req_suspend(r);
 }
 
 /* The connection woke: answer, or park again (a spurious wake). */
@@ -196,6 +231,8 @@ static void wait_finish(vg_body_sink *s, vg_req *r)
     pthread_mutex_lock(&w->mu);
     int state = w->state;
     pthread_mutex_unlock(&w->mu);
+    if (state == W_READY && wait_for_url(w, r))
+        return;
     if (state == W_READY)
         reply_result(r, w->api, w->res, w->leader);
     else if (state == W_TIMED_OUT)
@@ -291,6 +328,7 @@ static gw_result *result_new(unsigned status, const char *code)
     gw_result *res = calloc(1, sizeof *res);
     if (res) {
         atomic_store(&res->refs, 1);
+        pthread_mutex_init(&res->mu, NULL);
         res->status = status;
         res->code = code;
     }
@@ -517,7 +555,21 @@ static void on_success(gw_call *c, gw_prov *gp, vg_presult *pr)
     snprintf(res->format, sizeof res->format, "%s",
              c->job->kind == VG_KIND_TTS ? c->job->format : c->job->response_format);
     vg_sha256_hex(res->body.data ? res->body.data : "", res->body.len, res->sha256);
+    /* Into L1 and answered now; L2 and the blob store follow on the
+     * store thread (their fsyncs would be most of a miss's overhead).
+     * An identical request meanwhile is an L1 hit. */
+    vg_app *app = gw.app;
+    uint64_t now = vg_clock_ms();
+    bool tts = c->job->kind == VG_KIND_TTS;
+    uint64_t ttl = (tts ? app->cfg->cache.tts_ttl_s : app->cfg->cache.stt_ttl_s) * 1000u;
+    vg_l1_put(app->l1, t->key, t->klen, res->body.data, res->body.len, res->ctype,
+              tts ? res->sha256 : NULL, now, now + ttl);
+    res->persist = P_PENDING;
+    atomic_fetch_add(&res->refs, 1); /* the store thread's */
     c->res = res;
+    vg_flight_finish(gw.flights, c->flight, res);
+    c->flight = NULL;
+    result_unref(res);
     store_enqueue(c);
 }
 
@@ -590,48 +642,59 @@ static void on_done(void *ud, vg_presult *pr)
 
 /* ---- storing results (the store thread) ---- */
 
-static void store_stt(gw_call *c, gw_target *t, gw_result *res)
+/* The answer went out already: the entry goes to L2 (and its audio to
+ * the blob store first), then L1 again with its final expiry. */
+static bool store_stt(gw_call *c, gw_target *t, gw_result *res)
 {
     vg_app *app = gw.app;
     uint64_t now = vg_clock_ms(), ttl = app->cfg->cache.stt_ttl_s * 1000u;
     vg_buf val = {0};
-    if (vg_stt_entry_encode(&val, t->parts.provider, t->parts.language, now, res->body.data,
-                            res->body.len) == VG_OK &&
-        vg_tier_l2_set(app, t->key, t->klen, val.data, val.len, ttl) == VG_OK) {
-        vg_l1_put(app->l1, t->key, t->klen, res->body.data, res->body.len, "application/json",
-                  NULL, now, now + ttl);
-        res->stored = true;
-    }
+    bool ok = vg_stt_entry_encode(&val, t->parts.provider, t->parts.language, now,
+                                  res->body.data, res->body.len) == VG_OK &&
+              vg_tier_l2_set(app, t->key, t->klen, val.data, val.len, ttl) == VG_OK;
     vg_buf_free(&val);
+    return ok;
 }
 
-static void store_tts(gw_call *c, gw_target *t, gw_result *res)
+static bool store_tts(gw_call *c, gw_target *t, gw_result *res)
 {
     vg_app *app = gw.app;
     vg_tts_meta m;
     int kv_rc = VG_OK;
-    res->stored = vg_tier_tts_store(app, c->job->rid, &t->parts, t->key, t->klen,
-                                    res->body.data, res->body.len, res->ctype,
-                                    app->cfg->cache.tts_ttl_s * 1000u, &m, &kv_rc) ==
-                  VG_TTS_STORED;
+    return vg_tier_tts_store(app, c->job->rid, &t->parts, t->key, t->klen, res->body.data,
+                             res->body.len, res->ctype, app->cfg->cache.tts_ttl_s * 1000u, &m,
+                             &kv_rc) == VG_TTS_STORED;
 }
 
 static void store_one(gw_call *c)
 {
     gw_target *t = &c->job->t[c->idx];
     gw_result *res = c->res;
-    if (c->job->kind == VG_KIND_TTS)
-        store_tts(c, t, res);
-    else
-        store_stt(c, t, res);
-    if (!res->stored) {
-        /* SPEC §6: the answer still goes out; the loss is counted and logged. */
+    bool ok = c->job->kind == VG_KIND_TTS ? store_tts(c, t, res) : store_stt(c, t, res);
+    if (!ok) {
+        /* SPEC §6: the answer went out anyway; the loss is counted and logged. */
         vg_counter_inc(&gw.store_errors);
         vg_log(VG_LOG_WARN, c->job->rid, "gateway result not cached",
                (vg_log_field[]){VG_LS("provider", t->gp->conf->name)}, 1);
     }
     c->res = NULL;
-    call_finish(c, res);
+    pthread_mutex_lock(&res->mu);
+    res->stored = ok;
+    res->persist = P_DONE;
+    gw_wait *list = res->url_wait;
+    res->url_wait = NULL;
+    pthread_mutex_unlock(&res->mu);
+    while (list) {
+        gw_wait *w = list, *next = w->url_next;
+        pthread_mutex_lock(&w->mu);
+        if (w->r)
+            vg_req_resume(w->r);
+        pthread_mutex_unlock(&w->mu);
+        wait_unref(w);
+        list = next;
+    }
+    result_unref(res);
+    call_free(c);
 }
 
 static void *store_main(void *arg)
@@ -693,8 +756,46 @@ static void wait_fail(gw_wait *w, unsigned status, const char *code, const char 
     result_unref(res);
 }
 
+/* A flight that finished between this request's L1 lookup and its join
+ * put its result in L1 before finishing: look again before calling. */
+static gw_result *l1_recheck(vg_app *app, gw_job *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        gw_target *t = &j->t[i];
+        vg_l1_item *it = vg_l1_get(app->l1, t->key, t->klen);
+        if (!it)
+            continue;
+        gw_result *res = result_new(200, NULL);
+        if (res && vg_buf_append(&res->body, it->data, it->len) != VG_OK) {
+            result_unref(res);
+            res = NULL;
+        }
+        if (res) {
+            res->gp = t->gp;
+            res->from_l1 = true;
+            res->stored = true;
+            snprintf(res->ctype, sizeof res->ctype, "%s", it->ctype);
+            snprintf(res->sha256, sizeof res->sha256, "%s", it->sha256);
+            snprintf(res->key, sizeof res->key, "%.*s", (int)t->klen, t->key);
+            snprintf(res->language, sizeof res->language, "%s", t->parts.language);
+            snprintf(res->format, sizeof res->format, "%s",
+                     j->kind == VG_KIND_TTS ? j->format : j->response_format);
+        }
+        vg_l1_release(it);
+        return res ? res : &oom_result;
+    }
+    return NULL;
+}
+
 static void lead(vg_app *app, vg_flight *f, gw_job *j)
 {
+    gw_result *hit = l1_recheck(app, j);
+    if (hit) {
+        vg_flight_finish(gw.flights, f, hit);
+        result_unref(hit);
+        gw_job_free(j);
+        return;
+    }
     gw_call *c = calloc(1, sizeof *c);
     if (!c) {
         vg_flight_finish(gw.flights, f, &oom_result);
