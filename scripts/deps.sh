@@ -9,6 +9,7 @@ want=(build-essential meson ninja-build pkg-config libmicrohttpd-dev libcjson-de
 if [ "${1:-build}" = test ]; then
   want+=(libcmocka-dev clang libclang-rt-14-dev prometheus nodejs curl)
   want+=(redis-server redis-tools)   # Redis tier tests: a real redis-server per test file
+  want+=(docker-compose)             # docker.test.mjs: offline "docker-compose config -q" (no engine needed)
 fi
 missing=()
 for p in "${want[@]}"; do

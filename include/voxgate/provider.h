@@ -165,6 +165,12 @@ const char *vg_provider_types(void);
 bool vg_provider_type_known(const char *type);
 int vg_provider_openai_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,
                            char *err, size_t errlen);
+int vg_provider_yandex_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,
+                           char *err, size_t errlen);
+int vg_provider_elevenlabs_new(const vg_provider_conf *conf, struct vg_engine *e,
+                               vg_provider **out, char *err, size_t errlen);
+int vg_provider_deepgram_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,
+                             char *err, size_t errlen);
 int vg_provider_local_new(const vg_provider_conf *conf, vg_provider **out, char *err,
                           size_t errlen);
 
@@ -265,6 +271,14 @@ void vg_remote_result(vg_provider *p, const vg_job *job, vg_http_call *c,
 /* Appends one "Name: value" line (printf format) to c->headers. */
 int vg_remote_header(vg_http_call *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A provider of ops for conf: base_url checked (http or https), the key
+ * read from conf->api_key_env. -1 with a message naming the field. */
+int vg_remote_provider_new(const vg_provider_conf *conf, struct vg_engine *e,
+                           const vg_provider_ops *ops, vg_provider **out, char *err,
+                           size_t errlen);
+/* Its destroy: the key is wiped, then freed. */
+void vg_remote_provider_free(vg_provider *p);
+
 /* conf->base_url, else dflt, without a trailing '/', then path. */
 int vg_remote_url(const vg_provider *p, const char *dflt, const char *path, vg_buf *out);
 
@@ -298,5 +312,44 @@ int vg_openai_stt_fields(const vg_provider *p, const vg_job *job,
                          int (*emit)(void *ud, const char *name, const char *value), void *ud);
 /* The parse step of an openai attempt (an HTTP answer into res). */
 void vg_openai_parse(vg_provider *p, const vg_job *job, vg_http_call *c, vg_presult *res);
+
+/* ---- deepgram internals, exposed for tests (src/provider/deepgram.c) ---- */
+
+/* The URL of an attempt: {base}/v1/listen?... (STT) or {base}/v1/speak?... (TTS). */
+int vg_deepgram_url(const vg_provider *p, const vg_job *job, vg_buf *out);
+/* The JSON body of POST /v1/speak: {"text": ...}. */
+int vg_deepgram_tts_body(const vg_job *job, vg_buf *out);
+/* The parse step of a deepgram attempt (an HTTP answer into res). */
+void vg_deepgram_parse(vg_provider *p, const vg_job *job, vg_http_call *c, vg_presult *res);
+
+/* ---- elevenlabs internals, exposed for tests (src/provider/elevenlabs.c) ---- */
+
+/* {base}/v1/text-to-speech/{voice}?output_format=...; VG_EINVAL for a
+ * format or voice check() refuses. */
+int vg_elevenlabs_tts_url(const vg_provider *p, const vg_job *job, vg_buf *out);
+/* The JSON body of a TTS call, voice_settings always included. */
+int vg_elevenlabs_tts_body(const vg_provider *p, const vg_job *job, vg_buf *out);
+/* The multipart text fields of POST {base}/v1/speech-to-text in the
+ * order sent (not the file part); stops at emit's error. */
+int vg_elevenlabs_stt_fields(const vg_provider *p, const vg_job *job,
+                             int (*emit)(void *ud, const char *name, const char *value), void *ud);
+/* The parse step of an elevenlabs attempt (an HTTP answer into res). */
+void vg_elevenlabs_parse(vg_provider *p, const vg_job *job, vg_http_call *c, vg_presult *res);
+
+/* ---- yandex internals, exposed for tests (src/provider/yandex.c) ---- */
+
+/* The SpeechKit v1 lang of a voxgate language: "ru" -> "ru-RU" (ru, en,
+ * de, kk, uz, tr), a full "ll-RR" code as given, "" for ""/"auto" (the
+ * caller then uses v1's or the voice's), NULL when it is neither. */
+const char *vg_yandex_lang(const char *language);
+/* POST URL of an STT job, query included; VG_EINVAL when check() refuses it. */
+int vg_yandex_stt_url(const vg_provider *p, const vg_job *job, vg_buf *out);
+int vg_yandex_tts_url(const vg_provider *p, vg_buf *out);
+/* The form-urlencoded body of a TTS job. */
+int vg_yandex_tts_body(const vg_provider *p, const vg_job *job, vg_buf *out);
+/* x-client-request-id: the request id when it is a UUID, else a UUIDv8
+ * from SHA-256("voxgate:" id). */
+void vg_yandex_client_id(const char *request_id, char out[37]);
+void vg_yandex_parse(vg_provider *p, const vg_job *job, vg_http_call *c, vg_presult *res);
 
 #endif

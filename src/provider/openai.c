@@ -353,43 +353,14 @@ static const char *op_default_model(vg_provider *p, vg_kind kind)
 static void *op_voices(vg_provider *p) { return NULL; }
 static bool op_ready(vg_provider *p) { return true; }
 
-static void op_destroy(vg_provider *p)
-{
-    if (!p)
-        return;
-    if (p->api_key) {
-        memset(p->api_key, 0, strlen(p->api_key));
-        free(p->api_key);
-    }
-    free(p);
-}
-
 static const vg_provider_ops openai_ops = {
     .type = "openai", .check = op_check, .start = op_start,
     .default_voice = op_default_voice, .default_model = op_default_model, .voices = op_voices,
-    .ready = op_ready, .destroy = op_destroy,
+    .ready = op_ready, .destroy = vg_remote_provider_free,
 };
 
 int vg_provider_openai_new(const vg_provider_conf *conf, struct vg_engine *e, vg_provider **out,
                            char *err, size_t errlen)
 {
-    *out = NULL;
-    const char *base = conf->base_url;
-    if (*base && strncmp(base, "http://", 7) && strncmp(base, "https://", 8)) {
-        snprintf(err, errlen, "providers.%s.base_url: expected an http:// or https:// URL",
-                 conf->name);
-        return -1;
-    }
-    vg_provider *p = calloc(1, sizeof *p);
-    if (!p) {
-        snprintf(err, errlen, "providers.%s: out of memory", conf->name);
-        return -1;
-    }
-    *p = (vg_provider){.ops = &openai_ops, .conf = conf, .engine = e};
-    if (vg_remote_key(conf, &p->api_key, err, errlen) != VG_OK) {
-        free(p);
-        return -1;
-    }
-    *out = p;
-    return VG_OK;
+    return vg_remote_provider_new(conf, e, &openai_ops, out, err, errlen);
 }

@@ -20,7 +20,10 @@ static const struct {
                 size_t errlen);
 } types[] = {
     {"openai", vg_provider_openai_new},
+    {"yandex", vg_provider_yandex_new},
+    {"elevenlabs", vg_provider_elevenlabs_new},
     {"local", local_new},
+    {"deepgram", vg_provider_deepgram_new},
 };
 
 int vg_provider_new(const vg_provider_conf *c, vg_engine *e, vg_provider **out, char *err,

@@ -361,3 +361,42 @@ int vg_remote_start(vg_provider *p, const vg_job *job, vg_remote_build_fn build,
     }
     return rc;
 }
+
+/* ---- constructing a remote provider ---- */
+
+int vg_remote_provider_new(const vg_provider_conf *conf, struct vg_engine *e,
+                           const vg_provider_ops *ops, vg_provider **out, char *err,
+                           size_t errlen)
+{
+    *out = NULL;
+    const char *base = conf->base_url;
+    if (*base && strncmp(base, "http://", 7) && strncmp(base, "https://", 8)) {
+        snprintf(err, errlen, "providers.%s.base_url: expected an http:// or https:// URL",
+                 conf->name);
+        return -1;
+    }
+    vg_provider *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "providers.%s: out of memory", conf->name);
+        return -1;
+    }
+    *p = (vg_provider){.ops = ops, .conf = conf, .engine = e};
+    if (vg_remote_key(conf, &p->api_key, err, errlen) != VG_OK) {
+        free(p);
+        return -1;
+    }
+    *out = p;
+    return VG_OK;
+}
+
+void vg_remote_provider_free(vg_provider *p)
+{
+    if (!p)
+        return;
+    if (p->api_key) {
+        /* The key leaves no copy in freed memory. */
+        memset(p->api_key, 0, strlen(p->api_key));
+        free(p->api_key);
+    }
+    free(p);
+}

@@ -7,7 +7,7 @@
 
 #include "voxgate/provider.h"
 
-static const char *const names[] = {"openai", "local"};
+static const char *const names[] = {"openai", "local", "deepgram", "elevenlabs", "yandex"};
 
 bool vg_provider_type_known(const char *type)
 {

@@ -7,7 +7,7 @@
 // input: a clear 4xx, nothing cached, no provider called.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startVoxgate, stopVoxgate, cleanup, req, getJson, sha256 } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, req, getJson, sha256, multipart } from './lib.mjs';
 
 const SLOW = 240000;
 const json = (o, h = {}) => ({ body: JSON.stringify(o), headers: { 'Content-Type': 'application/json', ...h } });
@@ -21,17 +21,6 @@ async function stopClean(vg, keep = false) {
 
 async function stats(vg) {
   return (await req(vg, 'GET', '/stats')).json;
-}
-
-function multipart(fields, file, filename = 'audio.wav', type = 'audio/wav') {
-  const boundary = `----vgtest${Date.now()}`;
-  const parts = [];
-  for (const [k, v] of Object.entries(fields))
-    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${v}\r\n`));
-  if (file)
-    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: ${type}\r\n\r\n`), file, Buffer.from('\r\n'));
-  parts.push(Buffer.from(`--${boundary}--\r\n`));
-  return { body: Buffer.concat(parts), headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}` } };
 }
 
 function assertError(res, status, code, what) {

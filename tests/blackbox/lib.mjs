@@ -169,3 +169,19 @@ export async function getJson(url, init) {
   try { json = JSON.parse(text); } catch { json = undefined; }
   return { res, status: res.status, headers: res.headers, text, json };
 }
+
+// A multipart/form-data request body: fields (an array value repeats the
+// field) and, when given, the audio as the `file` part.
+let formSeq = 0;
+export function multipart(fields, file, filename = 'audio.wav', type = 'audio/wav') {
+  const boundary = `----vgform${Date.now()}${++formSeq}`;
+  const parts = [];
+  for (const [k, v] of Object.entries(fields))
+    for (const one of [].concat(v))
+      parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${one}\r\n`));
+  if (file)
+    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: ${type}\r\n\r\n`),
+      file, Buffer.from('\r\n'));
+  parts.push(Buffer.from(`--${boundary}--\r\n`));
+  return { body: Buffer.concat(parts), headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}` } };
+}
