@@ -1103,6 +1103,22 @@ static int s3_checks(const vg_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* The S3 keys must be in the environment, as a server start would need
+ * them: --check-config says so instead of the start failing later. */
+static int s3_keys_set(const vg_config *cfg, const char *(*get)(const char *), char *err,
+                       size_t errlen)
+{
+    if (!cfg->s3.endpoint[0])
+        return 0;
+    if (!get(cfg->s3.access_key_env))
+        return fail(err, errlen, "s3.access_key_env", "environment variable %s is not set",
+                    cfg->s3.access_key_env);
+    if (!get(cfg->s3.secret_key_env))
+        return fail(err, errlen, "s3.secret_key_env", "environment variable %s is not set",
+                    cfg->s3.secret_key_env);
+    return 0;
+}
+
 static int cross_checks(const vg_config *cfg, char *err, size_t errlen)
 {
     if (!cfg->data_dir[0])
@@ -1258,7 +1274,7 @@ int vg_config_finish(vg_config *cfg, const char *(*getenv_fn)(const char *), cha
 {
     const char *(*get)(const char *) = getenv_fn ? getenv_fn : real_getenv;
     if (cross_checks(cfg, err, errlen) != 0 || breakers_finish(cfg, err, errlen) != 0 ||
-        gateway_finish(cfg, get, err, errlen) != 0)
+        gateway_finish(cfg, get, err, errlen) != 0 || s3_keys_set(cfg, get, err, errlen) != 0)
         return -1;
     if (load_keys(cfg->api_keys_env, get, &cfg->api_keys, &cfg->n_api_keys) != 0 ||
         load_keys(cfg->admin_keys_env, get, &cfg->admin_keys, &cfg->n_admin_keys) != 0) {

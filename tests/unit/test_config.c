@@ -1091,7 +1091,18 @@ static void test_s3_options(void **state)
     assert_int_equal(apply(&cfg, "{\"s3\":{\"endpoint\":\"http://127.0.0.1:9000\","
                                  "\"bucket\":\"audio.v1\",\"path_style\":false,"
                                  "\"timeout_ms\":1500}}", err, sizeof err), 0);
-    assert_int_equal(vg_config_finish(&cfg, empty_getenv, err, sizeof err), 0);
+    /* The keys must be in the environment, as the server would need them. */
+    assert_int_equal(vg_config_finish(&cfg, empty_getenv, err, sizeof err), -1);
+    assert_string_equal(err, "s3.access_key_env: environment variable VOXGATE_S3_ACCESS_KEY is "
+                             "not set");
+    static const env_var half[] = {{"VOXGATE_S3_ACCESS_KEY", "AK"}};
+    SET_ENV(half);
+    assert_int_equal(vg_config_finish(&cfg, fake_getenv, err, sizeof err), -1);
+    assert_string_equal(err, "s3.secret_key_env: environment variable VOXGATE_S3_SECRET_KEY is "
+                             "not set");
+    static const env_var keys[] = {{"VOXGATE_S3_ACCESS_KEY", "AK"}, {"VOXGATE_S3_SECRET_KEY", "SK"}};
+    SET_ENV(keys);
+    assert_int_equal(vg_config_finish(&cfg, fake_getenv, err, sizeof err), 0);
     assert_string_equal(cfg.s3.endpoint, "http://127.0.0.1:9000");
     assert_string_equal(cfg.s3.access_key_env, "VOXGATE_S3_ACCESS_KEY");
     assert_false(cfg.s3.path_style);
