@@ -98,13 +98,14 @@ int vg_elevenlabs_tts_body(const vg_provider *p, const vg_job *job, vg_buf *out)
     int rc = vg_buf_puts(out, "{\"text\":");
     if (rc == VG_OK)
         rc = vg_buf_json_str(out, t->text, t->text_len);
+    const char *m = first_set(t->model, p->conf->tts_model, DEFAULT_TTS_MODEL);
     if (rc == VG_OK)
         rc = vg_buf_puts(out, ",\"model_id\":");
-    if (rc == VG_OK) {
-        const char *m = first_set(t->model, p->conf->tts_model, DEFAULT_TTS_MODEL);
+    if (rc == VG_OK)
         rc = vg_buf_json_str(out, m, strlen(m));
-    }
-    if (rc == VG_OK && *t->language) {
+    /* multilingual_v2 takes no language_code (providers.md §4.1): it
+     * detects the language from the text, and would refuse the field. */
+    if (rc == VG_OK && *t->language && strcmp(m, "eleven_multilingual_v2") != 0) {
         rc = vg_buf_puts(out, ",\"language_code\":");
         if (rc == VG_OK)
             rc = vg_buf_json_str(out, t->language, strlen(t->language));

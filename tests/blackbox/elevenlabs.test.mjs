@@ -48,6 +48,8 @@ describe('elevenlabs provider', { timeout: 120000 }, () => {
       config: {
         providers: {
           el: { type: 'elevenlabs', base_url: el.url, api_key_env: 'EL_KEY', ...retrying },
+          // A model that takes language_code (multilingual_v2 refuses it).
+          elf: { type: 'elevenlabs', base_url: el.url, api_key_env: 'EL_KEY', tts_model: 'eleven_flash_v2_5', ...retrying },
           b: { type: 'openai', base_url: b.url, api_key_env: 'B_KEY', ...retrying },
         },
         models: { 'tts-1': ['el', 'b'], 'whisper-1': ['el', 'b'], scribe: ['el'] },
@@ -89,11 +91,12 @@ describe('elevenlabs provider', { timeout: 120000 }, () => {
 
   it('pcm, wav and opus map to fixed output formats; speed and language go upstream', async () => {
     const text = fresh('formats');
-    const p = await tts({ text, provider: 'el', voice: VOICE, format: 'pcm', speed: 1.1, language: 'de' });
+    const p = await tts({ text, provider: 'elf', voice: VOICE, format: 'pcm', speed: 1.1, language: 'de' });
     assert.equal(p.status, 200, p.text);
     assert.equal(p.headers.get('content-type'), 'audio/pcm;rate=24000');
     assert.equal(el.calls[0].query.output_format, 'pcm_24000');
     assert.deepEqual(el.calls[0].json.voice_settings, SETTINGS(1.1));
+    assert.equal(el.calls[0].json.model_id, 'eleven_flash_v2_5');
     assert.equal(el.calls[0].json.language_code, 'de');
     const w = await tts({ text, provider: 'el', voice: VOICE, format: 'wav' });
     assert.equal(w.headers.get('content-type'), 'audio/wav');
@@ -101,9 +104,14 @@ describe('elevenlabs provider', { timeout: 120000 }, () => {
     const o = await tts({ text, provider: 'el', voice: VOICE, format: 'opus' });
     assert.equal(o.headers.get('content-type'), 'audio/opus');
     assert.equal(el.calls[2].query.output_format, 'opus_48000_64');
-    const slower = await tts({ text, provider: 'el', voice: VOICE, format: 'pcm', speed: 0.9, language: 'de' });
+    const slower = await tts({ text, provider: 'elf', voice: VOICE, format: 'pcm', speed: 0.9, language: 'de' });
     assert.equal(slower.headers.get('x-cache'), 'MISS', 'another speed is another entry');
-    assert.equal(el.count, 4);
+    // multilingual_v2 detects the language itself: language_code is not sent to it.
+    const multi = await tts({ text, provider: 'el', voice: VOICE, format: 'pcm', language: 'de' });
+    assert.equal(multi.status, 200, multi.text);
+    assert.equal(el.calls[4].json.model_id, 'eleven_multilingual_v2');
+    assert.equal(el.calls[4].json.language_code, undefined);
+    assert.equal(el.count, 5);
   });
 
   it('no voice: the default ElevenLabs voice', async () => {
@@ -223,7 +231,7 @@ describe('elevenlabs provider', { timeout: 120000 }, () => {
     assert.equal(b.count, 0);
     const long = await tts({ text: 'x'.repeat(10001), provider: 'el', voice: VOICE, format: 'mp3' });
     assert.match(assertError(long, 400, 'provider_rejected_input', 'too long'), /max_character_limit_exceeded/);
-    const lang = await tts({ text: fresh('lang'), provider: 'el', voice: VOICE, format: 'mp3', language: 'en-US' });
+    const lang = await tts({ text: fresh('lang'), provider: 'elf', voice: VOICE, format: 'mp3', language: 'en-US' });
     assert.match(assertError(lang, 400, 'provider_rejected_input', '422'), /422 .*language_code/);
   });
 

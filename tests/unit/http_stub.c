@@ -217,3 +217,37 @@ void stub_reply(vg_buf *out, int status, const char *headers, const char *body, 
                   headers ? headers : "");
     vg_buf_append(out, body, len);
 }
+
+/* ---- one provider attempt, waited for ---- */
+
+typedef struct got {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    vg_presult res;
+} got;
+
+static void on_result(void *ud, vg_presult *res)
+{
+    got *g = ud;
+    pthread_mutex_lock(&g->mu);
+    g->res = *res;
+    memset(&res->body, 0, sizeof res->body); /* taken */
+    g->done = true;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+vg_presult stub_attempt(vg_provider *p, const vg_job *j)
+{
+    got g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}};
+    if (vg_provider_start(p, j, on_result, &g) != VG_OK) {
+        fprintf(stderr, "stub_attempt: the attempt did not start\n");
+        abort();
+    }
+    pthread_mutex_lock(&g.mu);
+    while (!g.done)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    return g.res;
+}

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "voxgate/provider.h"
 #include "voxgate/util.h"
 
 typedef struct stub_req {
@@ -40,5 +41,9 @@ const char *stub_header(const stub_req *r, const char *name, char *out, size_t c
 /* A whole answer: status line, Content-Length, extra header lines
  * ("A: b\r\n..."), body. */
 void stub_reply(vg_buf *out, int status, const char *headers, const char *body, size_t len);
+
+/* One provider attempt, waited for: its result (the body is the caller's
+ * to free). Aborts the test when the attempt cannot start. */
+vg_presult stub_attempt(vg_provider *p, const vg_job *j);
 
 #endif

@@ -478,35 +478,6 @@ static int fake_deepgram(void *ud, const stub_req *r, vg_buf *out)
     return STUB_SEND;
 }
 
-typedef struct got {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    vg_presult res;
-} got;
-
-static void on_result(void *ud, vg_presult *res)
-{
-    got *g = ud;
-    pthread_mutex_lock(&g->mu);
-    g->res = *res;
-    memset(&res->body, 0, sizeof res->body); /* taken */
-    g->done = true;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static vg_presult attempt(vg_provider *p, const vg_job *j)
-{
-    got g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}};
-    assert_int_equal(vg_provider_start(p, j, on_result, &g), VG_OK);
-    pthread_mutex_lock(&g.mu);
-    while (!g.done)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
-    return g.res;
-}
-
 static void end_to_end(void **state)
 {
     stub_server *s = stub_start(fake_deepgram, NULL, true);
@@ -520,7 +491,7 @@ static void end_to_end(void **state)
     vg_provider *p = provider(&c, e);
 
     vg_job j = tts_job("Hello", "mp3");
-    vg_presult r = attempt(p, &j);
+    vg_presult r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_memory_equal(r.body.data, "MP3!", 4);
     assert_string_equal(r.content_type, "audio/mpeg");
@@ -534,7 +505,7 @@ static void end_to_end(void **state)
 
     j = stt_job("srt");
     j.stt.language = "en";
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_non_null(strstr(r.body.data, "00:00:02,000 --> 00:00:03,300"));
     assert_int_equal(r.duration_ms, 4250);
@@ -551,7 +522,7 @@ static void end_to_end(void **state)
     c.api_key_env[0] = '\0';
     snprintf(c.base_url, sizeof c.base_url, "http://127.0.0.1:%u/other", stub_port(s));
     p = provider(&c, e);
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_QUOTA);
     assert_int_equal(r.http_status, 402);
     assert_string_equal(S.auth, "");
@@ -559,7 +530,7 @@ static void end_to_end(void **state)
 
     stub_stop(s);
     p = provider(&c, e);
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_CONNECT);
     assert_non_null(strstr(r.message, "dg: "));
     p->ops->destroy(p);

@@ -432,35 +432,6 @@ static int fake_el(void *ud, const stub_req *r, vg_buf *out)
     return STUB_SEND;
 }
 
-typedef struct got {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    vg_presult res;
-} got;
-
-static void on_result(void *ud, vg_presult *res)
-{
-    got *g = ud;
-    pthread_mutex_lock(&g->mu);
-    g->res = *res;
-    memset(&res->body, 0, sizeof res->body); /* taken */
-    g->done = true;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static vg_presult run(vg_provider *p, const vg_job *j)
-{
-    got g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}};
-    assert_int_equal(vg_provider_start(p, j, on_result, &g), VG_OK);
-    pthread_mutex_lock(&g.mu);
-    while (!g.done)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
-    return g.res;
-}
-
 static void end_to_end(void **state)
 {
     stub_server *s = stub_start(fake_el, NULL, true);
@@ -474,7 +445,7 @@ static void end_to_end(void **state)
     vg_provider *p = make(&c, e);
 
     vg_job j = speech("Hello", "mp3");
-    vg_presult r = run(p, &j);
+    vg_presult r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_int_equal(r.body.len, 4);
     assert_memory_equal(r.body.data, "MP3!", 4);
@@ -489,7 +460,7 @@ static void end_to_end(void **state)
 
     j = transcript("text");
     j.stt.language = "en";
-    r = run(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_string_equal(r.body.data, "{\"text\":\"hello\"}");
     assert_int_equal(r.duration_ms, 1500);
@@ -507,7 +478,7 @@ static void end_to_end(void **state)
     p = make(&c, e);
     j = speech("Hello", "wav");
     j.tts.voice = "Other";
-    r = run(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_QUOTA);
     assert_int_equal(r.http_status, 401);
     assert_string_equal(S.key, "");
@@ -515,7 +486,7 @@ static void end_to_end(void **state)
 
     stub_stop(s);
     p = make(&c, e);
-    r = run(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_CONNECT);
     assert_non_null(strstr(r.message, "el: "));
     p->ops->destroy(p);

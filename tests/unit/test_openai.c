@@ -493,35 +493,6 @@ static int fake_openai(void *ud, const stub_req *r, vg_buf *out)
     return STUB_SEND;
 }
 
-typedef struct got {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    vg_presult res;
-} got;
-
-static void on_result(void *ud, vg_presult *res)
-{
-    got *g = ud;
-    pthread_mutex_lock(&g->mu);
-    g->res = *res;
-    memset(&res->body, 0, sizeof res->body); /* taken */
-    g->done = true;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static vg_presult attempt(vg_provider *p, const vg_job *j)
-{
-    got g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}};
-    assert_int_equal(vg_provider_start(p, j, on_result, &g), VG_OK);
-    pthread_mutex_lock(&g.mu);
-    while (!g.done)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
-    return g.res;
-}
-
 static void end_to_end(void **state)
 {
     stub_server *s = stub_start(fake_openai, NULL, true);
@@ -535,7 +506,7 @@ static void end_to_end(void **state)
     vg_provider *p = provider(&c, e);
 
     vg_job j = tts_job("Hello", "mp3");
-    vg_presult r = attempt(p, &j);
+    vg_presult r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_int_equal(r.body.len, 4);
     assert_memory_equal(r.body.data, "MP3!", 4);
@@ -552,7 +523,7 @@ static void end_to_end(void **state)
     j = stt_job("verbose_json");
     j.stt.granularities = "segment,word";
     j.stt.language = "en";
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_string_equal(r.body.data, "{\"text\":\"hello\",\"duration\":1.5}");
     assert_int_equal(r.duration_ms, 1500);
@@ -573,7 +544,7 @@ static void end_to_end(void **state)
     snprintf(c.base_url, sizeof c.base_url, "http://127.0.0.1:%u/other", stub_port(s));
     p = provider(&c, e);
     j = tts_job("Hello", "wav");
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_RATE_LIMITED);
     assert_int_equal(r.http_status, 429);
     assert_int_equal(r.retry_after_ms, 1500);
@@ -584,7 +555,7 @@ static void end_to_end(void **state)
     /* Nobody listening: a connect failure with the provider's name. */
     stub_stop(s);
     p = provider(&c, e);
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_CONNECT);
     assert_non_null(strstr(r.message, "openai: "));
     p->ops->destroy(p);

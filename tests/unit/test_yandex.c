@@ -509,35 +509,6 @@ static int fake_yandex(void *ud, const stub_req *r, vg_buf *out)
     return STUB_SEND;
 }
 
-typedef struct got {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    vg_presult res;
-} got;
-
-static void on_result(void *ud, vg_presult *res)
-{
-    got *g = ud;
-    pthread_mutex_lock(&g->mu);
-    g->res = *res;
-    memset(&res->body, 0, sizeof res->body);
-    g->done = true;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static vg_presult attempt(vg_provider *p, const vg_job *j)
-{
-    got g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}};
-    assert_int_equal(vg_provider_start(p, j, on_result, &g), VG_OK);
-    pthread_mutex_lock(&g.mu);
-    while (!g.done)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
-    return g.res;
-}
-
 static vg_provider *provider_on(const vg_provider_conf *c, vg_engine *e)
 {
     vg_provider *p;
@@ -558,7 +529,7 @@ static void end_to_end(void **state)
     vg_provider *p = provider_on(&c, e);
 
     vg_job j = tts_job("Hello", "mp3");
-    vg_presult r = attempt(p, &j);
+    vg_presult r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_memory_equal(r.body.data, "MP3!", 4);
     assert_string_equal(r.content_type, "audio/mpeg");
@@ -575,7 +546,7 @@ static void end_to_end(void **state)
     /* 16 kHz mono s16 WAV: its samples go out as they are. */
     size_t n = make_wav(16000, 100);
     j = stt_job(wav_buf, n, "json");
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     assert_string_equal(r.body.data, "{\"text\":\"привет\"}");
     assert_string_equal(r.upstream_id, "ya-stt");
@@ -591,21 +562,21 @@ static void end_to_end(void **state)
     p = provider_on(&c, e);
     n = make_wav(32000, 3200); /* 0.1 s */
     j = stt_job(wav_buf, n, "text");
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     vg_presult_free(&r);
     assert_string_equal(S.auth, "Bearer AQVN-e2e");
     assert_non_null(strstr(S.target, "&sampleRateHertz=16000&folderId=b1gf"));
     assert_true(S.body.len >= 3190 && S.body.len <= 3210); /* 1600 samples at 16 kHz */
     j = stt_job(ogg_opus, sizeof ogg_opus, "json");
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_OK);
     vg_presult_free(&r);
     assert_string_equal(S.ctype, "audio/ogg;codecs=opus");
     assert_non_null(strstr(S.target, "&format=oggopus&folderId=b1gf"));
     assert_int_equal(S.body.len, sizeof ogg_opus);
     j = tts_job("x", "mp3");
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     vg_presult_free(&r);
     assert_non_null(strstr(S.body.data, "&folderId=b1gf"));
     p->ops->destroy(p);
@@ -615,14 +586,14 @@ static void end_to_end(void **state)
     c = conf_named(base, "", "");
     p = provider_on(&c, e);
     j = tts_job("x", "mp3");
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_AUTH);
     assert_string_equal(r.message, "ya: 401 UNAUTHORIZED");
     p->ops->destroy(p);
 
     stub_stop(s);
     p = provider_on(&c, e);
-    r = attempt(p, &j);
+    r = stub_attempt(p, &j);
     assert_int_equal(r.status, VG_PR_CONNECT);
     p->ops->destroy(p);
     vg_engine_free(e);
