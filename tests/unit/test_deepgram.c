@@ -431,8 +431,8 @@ static void stt_edge_answers(void **state)
     static const char *bad[] = {
         "not json", "", "[]", "{\"results\":{}}", "{\"results\":{\"channels\":[]}}",
         "{\"results\":{\"channels\":[{\"alternatives\":[{\"transcript\":5}]}]}}",
-        "{\"results\":{\"channels\":[{\"alternatives\":[{\"transcript\":\"a\",\"words\":"
-        "[{\"word\":\"a\"}]}]}]}}",
+        ("{\"results\":{\"channels\":[{\"alternatives\":[{\"transcript\":\"a\",\"words\":"
+         "[{\"word\":\"a\"}]}]}]}}"),
         "{\"results\":{\"channels\":[{\"alternatives\":[{\"transcript\":\"a\",\"words\":7}]}]}}",
         "{\"results\":{\"channels\":[{\"alternatives\":[{\"transcript\":\"\\udc00\"}]}]}}",
     };
