@@ -235,10 +235,12 @@ static const opt provider_opts[] = {
     /* Gateway (issue 6). */
     O_PSTR("type", T_STR, type, "",
            "openai (OpenAI or any OpenAI-compatible server) | local (Flite, espeak-ng, "
-           "pocketsphinx); \"\" = the provider's name when that is a type, else the entry "
+           "pocketsphinx) | elevenlabs | deepgram | yandex; \"\" = the provider's name when "
+           "that is a type, else the entry "
            "only configures the breaker and cache_epoch of a provider the application calls itself."),
     O_PSTR("base_url", T_STR, base_url, "",
-           "Upstream base URL (http or https); \"\" = the type's: https://api.openai.com/v1."),
+           "Upstream base URL (http or https); \"\" = the type's (https://api.openai.com/v1, "
+           "https://api.elevenlabs.io, https://api.deepgram.com, Yandex's two SpeechKit hosts)."),
     O_PSTR("api_key_env", T_ENVNAME, api_key_env, "",
            "Environment variable holding the provider's API key; \"\" = none is sent."),
     O_PSTR("ca_file", T_STR, ca_file, "",
@@ -264,11 +266,14 @@ static const opt provider_opts[] = {
     O_PSTR("rate_limit", T_STR, rate_limit, "",
            "A ratelimit.policies name limiting calls to this provider; \"\" = none."),
     O_PSTR("tts_model", T_STR, tts_model, "",
-           "Upstream TTS model when the request's model names none; \"\" = the type's (tts-1)."),
+           "Upstream TTS model (openai: when the request's model names none); \"\" = the "
+           "type's (tts-1, eleven_multilingual_v2; deepgram: the voice is the model)."),
     O_PSTR("stt_model", T_STR, stt_model, "",
-           "Upstream STT model; \"\" = the type's (whisper-1)."),
+           "Upstream STT model; \"\" = the type's (whisper-1, scribe_v1, nova-3, yandex "
+           "topic general)."),
     O_PSTR("voice", T_STR, voice, "",
-           "Voice when a TTS request names none; \"\" = the type's (openai alloy, local slt)."),
+           "Voice when a TTS request names none; \"\" = the type's (openai alloy, local slt, "
+           "elevenlabs 21m00Tcm4TlvDq8ikWAM, deepgram aura-2-thalia-en, yandex alena)."),
     O_PINT("max_response_bytes", T_U64, max_response_bytes, 1024, TIB, "67108864",
            "Largest upstream answer accepted; larger is a 502."),
     O_PSTR("auth", T_STR, auth, "",

@@ -13,6 +13,7 @@
 #include "voxgate/app.h"
 #include "voxgate/log.h"
 #include "voxgate/limiter.h"
+#include "voxgate/provider.h"
 #include "voxgate/redis.h"
 
 static const char usage[] =
@@ -284,6 +285,26 @@ static int serve(vg_app *app)
     return 0;
 }
 
+/* --check-config: each gateway provider is built once, so the settings
+ * only its type knows (yandex auth, an elevenlabs voice...) are checked
+ * as a start would check them. 0, or 2 with the message on stderr. */
+static int check_providers(const vg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        const vg_provider_conf *pc = &cfg->providers[i];
+        vg_provider *p;
+        char err[512];
+        if (!pc->type[0])
+            continue;
+        if (vg_provider_new(pc, NULL, &p, err, sizeof err) != 0) {
+            fprintf(stderr, "voxgate: %s\n", err);
+            return 2;
+        }
+        p->ops->destroy(p);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     args a = {0};
@@ -307,9 +328,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (a.check) {
-        printf("%s: ok\n", a.check);
+        int rc = check_providers(&cfg);
+        if (rc == 0)
+            printf("%s: ok\n", a.check);
         vg_config_free(&cfg);
-        return 0;
+        return rc;
     }
     if (a.print_config) {
         char *j = vg_config_to_json(&cfg);

@@ -20,7 +20,7 @@ typedef struct vg_provider_conf {
      * type ("openai", "local"); else "" stays: the entry then only sets
      * the breaker and cache_epoch of a provider the application calls
      * itself (gating and cache-aside APIs), and no chain may name it. */
-    char type[16];                  /* openai | local */
+    char type[16];                  /* openai | local | elevenlabs | deepgram | yandex */
     char base_url[VG_CONF_STR];     /* "" = the type's ("https://api.openai.com/v1") */
     char api_key_env[VG_CONF_STR];  /* env var holding the key; "" = none */
     char ca_file[VG_CONF_STR];      /* "" = system CAs; TLS is always verified */

@@ -413,6 +413,9 @@ static bool parse_transcribe(vg_req *r, gw_job *j, perr *e)
 
 static bool resolve_chain(vg_app *app, gw_job *j, perr *e)
 {
+    /* "auto" is how keys spell "detect"; providers get "" for it. */
+    if (!strcmp(j->language, "auto"))
+        j->language[0] = '\0';
     const char *names[VG_MAX_CHAIN];
     size_t n = 0;
     bool tts = j->kind == VG_KIND_TTS;

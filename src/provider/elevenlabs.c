@@ -365,7 +365,7 @@ static int op_check(vg_provider *p, const vg_job *job, char *code, size_t codele
 static void op_key_extra(vg_provider *p, const vg_job *job, vg_buf *out)
 {
     if (job->kind == VG_KIND_STT) {
-        vg_buf_puts(out, "tag_audio_events=false");
+        vg_buf_puts(out, "tag_audio_events=false;timestamps_granularity=none");
         return;
     }
     const struct el_format *f = format_of(job->tts.format);

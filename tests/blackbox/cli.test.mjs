@@ -145,6 +145,25 @@ describe('--check-config', () => {
     assert.match(b.stderr, /VOXGATE_METRICS_PUBLIC/);
   });
 
+  it('checks what only a provider type knows, as a start would (exit 2 naming the field)', () => {
+    const cases = [
+      [{ ya: { type: 'yandex', api_key_env: 'VG_CLI_KEY', auth: 'bogus' } }, /providers\.ya\.auth/],
+      [{ ya: { type: 'yandex', api_key_env: 'VG_CLI_KEY', folder_id: 'b1g' } }, /providers\.ya\.folder_id/],
+      [{ el: { type: 'elevenlabs', api_key_env: 'VG_CLI_KEY', voice: '...' } }, /providers\.el\.voice/],
+      [{ oa: { type: 'openai', api_key_env: 'VG_CLI_UNSET_KEY' } }, /providers\.oa\.api_key_env/],
+    ];
+    for (const [providers, want] of cases) {
+      const f = join(TMP, `prov-${Math.random().toString(16).slice(2)}.json`);
+      writeFileSync(f, JSON.stringify({ providers }));
+      const r = run(['--check-config', f], { VG_CLI_KEY: 'k' });
+      assert.equal(r.code, 2, `${JSON.stringify(providers)}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, want);
+    }
+    const ok = join(TMP, 'prov-ok.json');
+    writeFileSync(ok, JSON.stringify({ providers: { ya: { type: 'yandex', api_key_env: 'VG_CLI_KEY', auth: 'iam', folder_id: 'b1g' } } }));
+    assert.equal(run(['--check-config', ok], { VG_CLI_KEY: 'k' }).code, 0);
+  });
+
   it('a bad environment value also stops the server from starting', () => {
     const r = run([], { VOXGATE_LIMITS_MAX_BODY_BYTES: 'abc', VOXGATE_DATA_DIR: join(TMP, 'never') });
     assert.notEqual(r.code, 0);

@@ -295,8 +295,8 @@ test('(c) the compose environment passes voxgate --check-config and takes effect
   assert.equal(printed.s3.endpoint, 'http://minio:9000');
   assert.equal(printed.s3.path_style, true);
   assert.equal(printed.s3.bucket, env.VOXGATE_S3_BUCKET);
-  // --check-config does not insist on the S3 keys (voxgate only refuses to
-  // start without them), so check here that the variables it names are set.
+  // --check-config above already insists on the S3 keys; this names the
+  // culprit directly when the compose file loses one.
   for (const v of [printed.s3.access_key_env, printed.s3.secret_key_env]) {
     assert.ok(secrets.has(v));
     assert.ok(env[v], `the compose file does not set ${v}, which s3 needs`);

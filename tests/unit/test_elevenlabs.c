@@ -225,7 +225,7 @@ static void key_extra(void **state)
     vg_buf_reset(&b);
     j = transcript("text");
     p->ops->key_extra(p, &j, &b);
-    assert_string_equal(b.data, "tag_audio_events=false");
+    assert_string_equal(b.data, "tag_audio_events=false;timestamps_granularity=none");
     vg_buf_free(&a);
     vg_buf_free(&b);
     p->ops->destroy(p);
