@@ -25,6 +25,9 @@
 #include "voxgate/limiter.h"
 #include "voxgate/log.h"
 
+/* Results waiting to be persisted; past it they stay in L1 only. */
+#define GW_STORE_QUEUE_MAX 4096
+
 static struct {
     vg_app *app;
     vg_engine *engine;
@@ -38,6 +41,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct gw_call *store_head, *store_tail;
+    size_t store_len;
     bool stopping, started;
     atomic_bool halting;           /* vg_gateway_stop began: flights end, none start */
 } gw = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -666,16 +670,24 @@ static bool store_tts(gw_call *c, gw_target *t, gw_result *res)
                              &kv_rc) == VG_TTS_STORED;
 }
 
+static void store_done(gw_call *c, bool ok);
+
 static void store_one(gw_call *c)
 {
     gw_target *t = &c->job->t[c->idx];
     gw_result *res = c->res;
-    bool ok = c->job->kind == VG_KIND_TTS ? store_tts(c, t, res) : store_stt(c, t, res);
+    store_done(c, c->job->kind == VG_KIND_TTS ? store_tts(c, t, res) : store_stt(c, t, res));
+}
+
+/* Persisting ended (or was given up): wake the members waiting for it. */
+static void store_done(gw_call *c, bool ok)
+{
+    gw_result *res = c->res;
     if (!ok) {
         /* SPEC §6: the answer went out anyway; the loss is counted and logged. */
         vg_counter_inc(&gw.store_errors);
         vg_log(VG_LOG_WARN, c->job->rid, "gateway result not cached",
-               (vg_log_field[]){VG_LS("provider", t->gp->conf->name)}, 1);
+               (vg_log_field[]){VG_LS("provider", c->job->t[c->idx].gp->conf->name)}, 1);
     }
     c->res = NULL;
     pthread_mutex_lock(&res->mu);
@@ -710,6 +722,7 @@ static void *store_main(void *arg)
         gw.store_head = c->next;
         if (!gw.store_head)
             gw.store_tail = NULL;
+        gw.store_len--;
         pthread_mutex_unlock(&gw.mu);
         store_one(c);
         pthread_mutex_lock(&gw.mu);
@@ -722,6 +735,13 @@ static void store_enqueue(gw_call *c)
 {
     c->next = NULL;
     pthread_mutex_lock(&gw.mu);
+    if (gw.store_len >= GW_STORE_QUEUE_MAX) {
+        /* Overload: the result stays in L1 only, so memory stays bounded. */
+        pthread_mutex_unlock(&gw.mu);
+        store_done(c, false);
+        return;
+    }
+    gw.store_len++;
     if (gw.store_tail)
         gw.store_tail->next = c;
     else
