@@ -275,9 +275,9 @@ static int serve(vg_app *app)
     vg_log(idle ? VG_LOG_INFO : VG_LOG_WARN, NULL, "stopped",
            (vg_log_field[]){VG_LB("drained", idle)}, 1);
     vg_log_shutdown();
+    vg_redis_close(app->redis); /* first: its event thread's callbacks use kv and limiter */
     vg_kv_close(app->kv);
     vg_limiter_close(app->limiter);
-    vg_redis_close(app->redis);
     vg_blob_close(app->blob);
     vg_l1_free(app->l1);
     vg_metrics_reset();

@@ -4,6 +4,7 @@
 #ifndef VOXGATE_HTTP_H
 #define VOXGATE_HTTP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -167,6 +168,30 @@ bool vg_req_suspend(vg_req *r);
  * is never called. False when the server is stopping: nothing was parked
  * and the handler must reply itself. Call from the handler only. */
 bool vg_req_defer(vg_req *r, vg_body_sink *s);
+/* A request parked until another thread has its answer (a Redis reply,
+ * say): the refcounting and waking every such handler needs. Embed it
+ * first in the handler's own struct. The other thread stores its result
+ * in that struct, then calls vg_park_wake; ready(p, r) then runs on the
+ * MHD thread and must reply; free_fn frees the struct once both the
+ * request and the waker let go (the request may end first). */
+typedef struct vg_park vg_park;
+struct vg_park {
+    vg_body_sink sink;
+    pthread_mutex_t mu;
+    vg_req *r;               /* NULL once the request is over */
+    int refs;                /* the request's and the waker's */
+    bool done;
+    void (*ready)(vg_park *p, vg_req *r);
+    void (*free_fn)(vg_park *p);
+};
+/* Parks r (from its handler); false when the server is stopping (then
+ * nothing was parked and p may be freed at once). */
+bool vg_park_defer(vg_park *p, vg_req *r, void (*ready)(vg_park *p, vg_req *r),
+                   void (*free_fn)(vg_park *p));
+/* The result is in place: wake the request (if it is still there) and
+ * drop the waker's reference. Any thread, once. */
+void vg_park_wake(vg_park *p);
+
 /* Wake a parked connection; any thread, while r is alive (before the
  * sink's release returned). A no-op when it is not parked. */
 void vg_req_resume(vg_req *r);

@@ -4,6 +4,7 @@
 #ifndef VOXGATE_KV_H
 #define VOXGATE_KV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,11 @@ typedef struct vg_kv_stats {
     uint64_t errors;
 } vg_kv_stats;
 
+/* The result of vg_kv_get_async: rc as for get; on VG_OK val holds the
+ * value (the callee keeps ownership: copy or take it with a swap before
+ * returning) and exp its expiry. Runs on the backend's own thread. */
+typedef void (*vg_kv_get_cb)(void *ud, int rc, vg_buf *val, uint64_t expires_at_ms);
+
 typedef struct vg_kv_ops {
     const char *name;
     int (*get)(vg_kv *kv, const char *key, size_t klen, vg_buf *out, uint64_t *expires_at_ms);
@@ -51,6 +57,8 @@ typedef struct vg_kv_ops {
     int (*sweep)(vg_kv *kv, uint64_t *removed);
     void (*stats)(vg_kv *kv, vg_kv_stats *out);
     void (*close)(vg_kv *kv);
+    /* Optional (NULL: the backend has only the blocking get). */
+    int (*get_async)(vg_kv *kv, const char *key, size_t klen, vg_kv_get_cb cb, void *ud);
 } vg_kv_ops;
 
 struct vg_kv {
@@ -78,6 +86,12 @@ static inline int vg_kv_ping(vg_kv *kv) { return kv->ops->ping(kv); }
 static inline int vg_kv_sweep(vg_kv *kv, uint64_t *removed) { return kv->ops->sweep(kv, removed); }
 static inline void vg_kv_stats_get(vg_kv *kv, vg_kv_stats *o) { kv->ops->stats(kv, o); }
 static inline void vg_kv_close(vg_kv *kv) { if (kv) kv->ops->close(kv); }
+/* A get that does not block the caller (the HTTP hot path), when
+ * vg_kv_has_async. VG_OK: cb runs exactly once, later, on another
+ * thread; an error: cb never runs (the caller falls back to vg_kv_get). */
+static inline bool vg_kv_has_async(const vg_kv *kv) { return kv->ops->get_async != NULL; }
+static inline int vg_kv_get_async(vg_kv *kv, const char *k, size_t kl, vg_kv_get_cb cb, void *ud)
+{ return kv->ops->get_async ? kv->ops->get_async(kv, k, kl, cb, ud) : VG_EINVAL; }
 
 /* Embedded backend: LMDB environment in `dir` (created if missing).
  * max_bytes bounds the logical bytes stored; when a write would pass it,

@@ -49,11 +49,17 @@ typedef struct vg_rl_result {
 
 typedef struct vg_limiter vg_limiter;
 
+/* The result of vg_limiter_check_async: rc and res as for check. Runs
+ * on the backend's own thread. */
+typedef void (*vg_rl_cb)(void *ud, int rc, const vg_rl_result *res);
+
 typedef struct vg_limiter_ops {
     const char *name;       /* "memory" | "redis" */
     int (*check)(vg_limiter *l, const vg_rl_req *rq, vg_rl_result *res);
     int (*clear)(vg_limiter *l, const char *ns, const char *key, size_t klen);
     void (*close)(vg_limiter *l);
+    /* Optional (NULL: only the blocking check). */
+    int (*check_async)(vg_limiter *l, const vg_rl_req *rq, vg_rl_cb cb, void *ud);
 } vg_limiter_ops;
 
 struct vg_limiter {
@@ -68,6 +74,13 @@ static inline int vg_limiter_check(vg_limiter *l, const vg_rl_req *rq, vg_rl_res
 static inline int vg_limiter_clear(vg_limiter *l, const char *ns, const char *k, size_t kl)
 { return l->ops->clear(l, ns, k, kl); }
 static inline void vg_limiter_close(vg_limiter *l) { if (l) l->ops->close(l); }
+/* A check that does not block the caller (the HTTP hot path), when
+ * vg_limiter_has_async. VG_OK: cb runs exactly once, later, on another
+ * thread (rq need not outlive the call); an error (VG_EINVAL, or the
+ * loop cannot take it): cb never runs. */
+static inline bool vg_limiter_has_async(const vg_limiter *l) { return l->ops->check_async != NULL; }
+static inline int vg_limiter_check_async(vg_limiter *l, const vg_rl_req *rq, vg_rl_cb cb, void *ud)
+{ return l->ops->check_async ? l->ops->check_async(l, rq, cb, ud) : VG_EINVAL; }
 
 /* True when rq is inside the bounds above. */
 bool vg_rl_req_valid(const vg_rl_req *rq);

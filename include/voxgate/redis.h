@@ -75,6 +75,23 @@ void vg_redis_free_replies(struct redisReply **replies, size_t n);
 
 void vg_redis_stats_get(vg_redis *r, vg_redis_stats *out);
 
+/* ---- asynchronous round trips (src/cache/redis_async.c) ----
+ * For the HTTP hot paths, which must not block an HTTP thread on Redis:
+ * the commands are copied and queued to the client's one event thread,
+ * which sends everything queued since its last round trip as one pipeline
+ * on its own connection (the same timeouts, backoff and reconnects as
+ * vg_redis_pipeline) and calls done for each submission, in order, on
+ * that thread. replies[0..n) are owned by the loop and freed after done
+ * returns; with rc != VG_OK they are all NULL. done may submit again
+ * (e.g. SCRIPT LOAD after NOSCRIPT). A request waits at most about one
+ * command timeout: a hung Redis fails the whole pipeline, and the
+ * backoff pause then fails what is queued at once. */
+typedef void (*vg_redis_done)(void *ud, int rc, struct redisReply **replies, size_t n);
+/* VG_OK (done will be called exactly once), or VG_ENOMEM / VG_EUNAVAIL
+ * (closing): done is never called and the caller answers itself. */
+int vg_redis_submit(vg_redis *r, const vg_redis_cmd *cmds, size_t n, bool retry_safe,
+                    vg_redis_done done, void *ud);
+
 /* Test seam: the jittered pause for the n-th consecutive failure (n >= 1)
  * given a random value r in [0, 2^32). */
 uint64_t vg_redis_backoff_ms(uint32_t base_ms, uint32_t max_ms, uint32_t n, uint32_t r);

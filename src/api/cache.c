@@ -4,6 +4,7 @@
  * audio goes to the blob store before its metadata goes to kv, so no
  * entry ever points at missing audio. */
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,7 +241,128 @@ static bool l2_store(vg_req *r, const cache_key *k, const vg_buf *val)
                                             k->ttl_ms));
 }
 
+/* ---- the non-blocking L2 read (a kv with vg_kv_get_async: Redis) ----
+ *
+ * The HTTP thread must not wait on Redis: after an L1 miss the request
+ * parks, the kv's event thread fetches the value (pipelined with every
+ * other parked read) and resumes it, and the answer is built here on the
+ * HTTP thread again. The kv bounds the wait by its command timeout, so a
+ * hung Redis is a miss within it, as on the synchronous path. */
+
+/* An L2 value decoded: rc is VG_OK (a hit), VG_ECORRUPT (the entry must
+ * be removed), or the read's own VG_NOTFOUND or error. Decoding needs no
+ * request, so the async path does it on the kv's thread, off the HTTP one. */
+typedef struct l2_hit {
+    int rc;
+    const char *res;        /* STT: the result inside the value */
+    size_t rlen;
+    uint64_t created;
+    vg_tts_meta m;          /* TTS */
+} l2_hit;
+
+static void l2_decode(vg_kind kind, int rc, const vg_buf *val, l2_hit *h)
+{
+    h->rc = rc;
+    if (rc != VG_OK)
+        return;
+    if (kind == VG_KIND_TTS) {
+        if (vg_tts_meta_decode(val->data, val->len, &h->m) != VG_OK)
+            h->rc = VG_ECORRUPT;
+    } else if (vg_stt_entry_decode(val->data, val->len, &h->res, &h->rlen, &h->created) != VG_OK) {
+        h->rc = VG_ECORRUPT;
+    }
+}
+
+static void stt_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64_t exp);
+static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64_t exp);
+
+typedef struct l2_wait {
+    vg_park park;            /* first */
+    int rc;
+    vg_buf val;              /* h.res points into it */
+    l2_hit h;
+    uint64_t exp, t0_ns, t1_ns;
+    vg_kind kind;
+    cache_key k;
+} l2_wait;
+
+static void l2w_free(vg_park *p)
+{
+    l2_wait *w = (l2_wait *)p;
+    vg_buf_free(&w->val);
+    free(w);
+}
+
+/* The kv's callback (its event thread), or the handler when the read
+ * could not be queued: keep the result and wake the request. */
+static void l2w_done(void *ud, int rc, vg_buf *val, uint64_t exp)
+{
+    l2_wait *w = ud;
+    w->rc = rc;
+    if (val) {
+        vg_buf t = w->val;
+        w->val = *val;
+        *val = t;
+    }
+    w->exp = exp;
+    w->t1_ns = vg_mono_ns();
+    l2_decode(w->kind, rc, &w->val, &w->h);
+    vg_park_wake(&w->park);
+}
+
+/* The result is in (MHD thread): count the read and answer. */
+static void l2w_ready(vg_park *p, vg_req *r)
+{
+    l2_wait *w = (l2_wait *)p;
+    vg_tier_l2_count(vg_req_app(r), vg_req_id(r), w->rc, (w->t1_ns - w->t0_ns) / 1000u);
+    if (w->kind == VG_KIND_TTS)
+        tts_l2_answer(r, &w->k, &w->h, w->exp);
+    else
+        stt_l2_answer(r, &w->k, &w->h, w->exp);
+}
+
+/* True when the read went the non-blocking way (the request is parked
+ * and will be answered); false: read synchronously. */
+static bool l2_read_async(vg_req *r, const cache_key *k, vg_kind kind)
+{
+    vg_app *app = vg_req_app(r);
+    if (!vg_kv_has_async(app->kv))
+        return false;
+    l2_wait *w = calloc(1, sizeof *w);
+    if (!w)
+        return false;
+    w->kind = kind;
+    w->k = *k;
+    w->t0_ns = vg_mono_ns();
+    if (!vg_park_defer(&w->park, r, l2w_ready, l2w_free)) { /* stopping: read synchronously */
+        free(w);
+        return false;
+    }
+    int rc = vg_kv_get_async(app->kv, k->key, k->klen, l2w_done, w);
+    if (rc != VG_OK)
+        l2w_done(w, rc, NULL, 0); /* not queued: an error, answered as a miss */
+    return true;
+}
+
 /* ---- STT ---- */
+
+/* Answer an STT read from its decoded L2 value: fill L1 and reply on a
+ * hit, remove a corrupt entry. */
+static void stt_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64_t exp)
+{
+    vg_app *app = vg_req_app(r);
+    if (h->rc == VG_OK) {
+        vg_l1_put(app->l1, k->key, k->klen, h->res, h->rlen, "application/json", NULL,
+                  h->created, exp);
+        vg_header hd[] = {HIT_L2};
+        vg_req_set_cache(r, "hit_l2");
+        vg_reply(r, 200, "application/json", h->res, h->rlen, hd, VG_ARRAY_LEN(hd));
+        return;
+    }
+    if (h->rc == VG_ECORRUPT)
+        drop_corrupt(r, k, "stt entry does not decode");
+    reply_miss(r);
+}
 
 static void stt_get(vg_req *r, const cache_key *k)
 {
@@ -250,24 +372,14 @@ static void stt_get(vg_req *r, const cache_key *k)
         reply_l1_hit(r, it);
         return;
     }
+    if (l2_read_async(r, k, VG_KIND_STT))
+        return;
     vg_buf val = {0};
-    uint64_t exp = 0, created = 0;
-    const char *res;
-    size_t rlen;
-    if (l2_lookup(r, k, &val, &exp) == VG_OK) {
-        if (vg_stt_entry_decode(val.data, val.len, &res, &rlen, &created) == VG_OK) {
-            vg_l1_put(app->l1, k->key, k->klen, res, rlen, "application/json", NULL, created,
-                      exp);
-            vg_header h[] = {HIT_L2};
-            vg_req_set_cache(r, "hit_l2");
-            vg_reply(r, 200, "application/json", res, rlen, h, VG_ARRAY_LEN(h));
-            vg_buf_free(&val);
-            return;
-        }
-        drop_corrupt(r, k, "stt entry does not decode");
-    }
+    uint64_t exp = 0;
+    l2_hit h;
+    l2_decode(VG_KIND_STT, l2_lookup(r, k, &val, &exp), &val, &h);
+    stt_l2_answer(r, k, &h, exp);
     vg_buf_free(&val);
-    reply_miss(r);
 }
 
 static void stt_put(vg_req *r, const cache_key *k)
@@ -349,6 +461,29 @@ static int tts_audio(vg_req *r, const cache_key *k, const vg_tts_meta *m, vg_buf
     return vg_tier_tts_audio(vg_req_app(r), vg_req_id(r), k->key, k->klen, m, audio);
 }
 
+/* Answer a TTS read from its decoded L2 metadata (corrupt: removed, a
+ * miss): fetch and check the audio from the blob store, fill L1, reply. */
+static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64_t exp)
+{
+    vg_app *app = vg_req_app(r);
+    const vg_tts_meta *m = &h->m;
+    vg_buf audio = {0};
+    if (h->rc == VG_ECORRUPT)
+        drop_corrupt(r, k, "tts metadata does not decode");
+    if (h->rc != VG_OK || tts_audio(r, k, m, &audio) != VG_OK) {
+        reply_miss(r);
+        return;
+    }
+    vg_l1_put(app->l1, k->key, k->klen, audio.data, audio.len, m->content_type, m->sha256,
+              m->created_ms, exp);
+    char etag[70];
+    snprintf(etag, sizeof etag, "\"%s\"", m->sha256);
+    vg_header hd[] = {HIT_L2, {"ETag", etag}};
+    vg_req_set_cache(r, "hit_l2");
+    vg_reply_buf(r, 200, m->content_type, &audio, hd, VG_ARRAY_LEN(hd));
+    vg_buf_free(&audio);
+}
+
 static void tts_get(vg_req *r, const cache_key *k)
 {
     vg_app *app = vg_req_app(r);
@@ -357,21 +492,14 @@ static void tts_get(vg_req *r, const cache_key *k)
         reply_l1_hit(r, it);
         return;
     }
-    vg_tts_meta m;
-    uint64_t exp = 0;
-    vg_buf audio = {0};
-    if (tts_meta(r, k, &m, &exp) != VG_OK || tts_audio(r, k, &m, &audio) != VG_OK) {
-        reply_miss(r);
+    if (l2_read_async(r, k, VG_KIND_TTS))
         return;
-    }
-    vg_l1_put(app->l1, k->key, k->klen, audio.data, audio.len, m.content_type, m.sha256,
-              m.created_ms, exp);
-    char etag[70];
-    snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
-    vg_header h[] = {HIT_L2, {"ETag", etag}};
-    vg_req_set_cache(r, "hit_l2");
-    vg_reply_buf(r, 200, m.content_type, &audio, h, VG_ARRAY_LEN(h));
-    vg_buf_free(&audio);
+    vg_buf val = {0};
+    uint64_t exp = 0;
+    l2_hit h;
+    l2_decode(VG_KIND_TTS, l2_lookup(r, k, &val, &exp), &val, &h);
+    tts_l2_answer(r, k, &h, exp);
+    vg_buf_free(&val);
 }
 
 static bool audio_type_ok(vg_req *r, const char **ct)

@@ -8,6 +8,7 @@
  * open allows (counted as fail_open), closed answers 503. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,15 +196,12 @@ static void reply_result(vg_req *r, const vg_rl_result *res, bool fail_open)
     vg_reply(r, 200, "application/json", out, (size_t)n, h, VG_ARRAY_LEN(h));
 }
 
-/* Check rq; on a store failure apply the fail mode (the policy's, else
- * ratelimit.fail_mode). Returns VG_OK with res filled (*fail_open set when
- * allowed only because the store is down), or VG_EUNAVAIL: deny (closed). */
-static int decide_app(vg_app *app, const char *rid, const vg_rl_req *rq,
-                      const vg_policy_conf *pol, vg_rl_result *res, bool *fail_open)
+/* The fail-mode half of decide_app, for a check whose rc is known. */
+static int decide_rc(vg_app *app, const char *rid, const vg_rl_req *rq,
+                     const vg_policy_conf *pol, int rc, vg_rl_result *res, bool *fail_open)
 {
     rl_counters *m = counters_for(app->cfg, pol);
     *fail_open = false;
-    int rc = vg_limiter_check(app->limiter, rq, res);
     if (rc == VG_OK) {
         if (!rq->peek)
             vg_counter_inc(res->allowed ? &m->allowed : &m->denied);
@@ -222,6 +220,16 @@ static int decide_app(vg_app *app, const char *rid, const vg_rl_req *rq,
     }
     vg_counter_inc(&m->fail_closed);
     return VG_EUNAVAIL;
+}
+
+/* Check rq; on a store failure apply the fail mode (the policy's, else
+ * ratelimit.fail_mode). Returns VG_OK with res filled (*fail_open set when
+ * allowed only because the store is down), or VG_EUNAVAIL: deny (closed). */
+static int decide_app(vg_app *app, const char *rid, const vg_rl_req *rq,
+                      const vg_policy_conf *pol, vg_rl_result *res, bool *fail_open)
+{
+    int rc = vg_limiter_check(app->limiter, rq, res);
+    return decide_rc(app, rid, rq, pol, rc, res, fail_open);
 }
 
 static int decide(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol, vg_rl_result *res,
@@ -259,6 +267,70 @@ static void run_check(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol)
         reply_closed(r);
 }
 
+/* ---- the non-blocking check (a limiter with check_async: Redis) ----
+ *
+ * POST /v1/ratelimit/check is a hot path: the request parks, the
+ * limiter's event thread runs the EVALSHA (pipelined with every other
+ * parked check) and resumes it, and the answer is built here on the HTTP
+ * thread again. The limiter bounds the wait by its command timeout, so a
+ * hung Redis leads to the fail mode within it, as on the synchronous path. */
+
+typedef struct rl_wait {
+    vg_park park;            /* first */
+    int rc;
+    vg_rl_result res;
+    vg_rl_req rq;            /* key not kept: the body is gone */
+    const vg_policy_conf *pol;
+} rl_wait;
+
+static void rlw_free(vg_park *p) { free(p); }
+
+/* The limiter's callback (its event thread), or the handler when the
+ * check could not be queued: keep the result and wake the request. */
+static void rlw_done(void *ud, int rc, const vg_rl_result *res)
+{
+    rl_wait *w = ud;
+    w->rc = rc;
+    if (res)
+        w->res = *res;
+    vg_park_wake(&w->park);
+}
+
+/* The result is in (MHD thread): apply the fail mode and answer. */
+static void rlw_ready(vg_park *p, vg_req *r)
+{
+    rl_wait *w = (rl_wait *)p;
+    bool fail_open;
+    if (decide_rc(vg_req_app(r), vg_req_id(r), &w->rq, w->pol, w->rc, &w->res, &fail_open) ==
+        VG_OK)
+        reply_result(r, &w->res, fail_open);
+    else
+        reply_closed(r);
+}
+
+/* True when the check went the non-blocking way (the request is parked
+ * and will be answered); false: check synchronously. */
+static bool check_async(vg_req *r, const vg_rl_req *rq, const vg_policy_conf *pol)
+{
+    vg_app *app = vg_req_app(r);
+    if (!vg_limiter_has_async(app->limiter))
+        return false;
+    rl_wait *w = calloc(1, sizeof *w);
+    if (!w)
+        return false;
+    w->rq = *rq;
+    w->rq.key = NULL;
+    w->pol = pol;
+    if (!vg_park_defer(&w->park, r, rlw_ready, rlw_free)) { /* stopping: check synchronously */
+        free(w);
+        return false;
+    }
+    int rc = vg_limiter_check_async(app->limiter, rq, rlw_done, w);
+    if (rc != VG_OK)
+        rlw_done(w, rc, NULL); /* not queued: the fail mode decides */
+    return true;
+}
+
 void vg_api_ratelimit_check(vg_req *r)
 {
     size_t len;
@@ -271,10 +343,12 @@ void vg_api_ratelimit_check(vg_req *r)
     vg_rl_req rq = {0};
     rl_err e;
     const vg_policy_conf *pol = NULL;
-    if (parse_body(vg_req_app(r)->cfg, doc, &rq, &pol, &e))
-        run_check(r, &rq, pol);
-    else
+    if (parse_body(vg_req_app(r)->cfg, doc, &rq, &pol, &e)) {
+        if (!check_async(r, &rq, pol))
+            run_check(r, &rq, pol);
+    } else {
         vg_reply_error(r, 400, e.code, "%s", e.msg);
+    }
     cJSON_Delete(doc);
 }
 

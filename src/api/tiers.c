@@ -17,12 +17,9 @@ vg_l1_item *vg_tier_l1_get(vg_app *app, const char *key, size_t klen)
     return it;
 }
 
-int vg_tier_l2_get(vg_app *app, const char *rid, const char *key, size_t klen, vg_buf *val,
-                   uint64_t *exp)
+void vg_tier_l2_count(vg_app *app, const char *rid, int rc, uint64_t us)
 {
-    uint64_t t0 = vg_mono_ns();
-    int rc = vg_kv_get(app->kv, key, klen, val, exp);
-    vg_hist_observe_us(&app->m.l2.get_us, (vg_mono_ns() - t0) / 1000u);
+    vg_hist_observe_us(&app->m.l2.get_us, us);
     if (rc == VG_OK)
         vg_counter_inc(&app->m.l2.hits);
     else if (rc == VG_NOTFOUND)
@@ -32,6 +29,14 @@ int vg_tier_l2_get(vg_app *app, const char *rid, const char *key, size_t klen, v
         vg_log(VG_LOG_WARN, rid, "cache read failed",
                (vg_log_field[]){VG_LS("tier", "l2"), VG_LI("rc", rc)}, 2);
     }
+}
+
+int vg_tier_l2_get(vg_app *app, const char *rid, const char *key, size_t klen, vg_buf *val,
+                   uint64_t *exp)
+{
+    uint64_t t0 = vg_mono_ns();
+    int rc = vg_kv_get(app->kv, key, klen, val, exp);
+    vg_tier_l2_count(app, rid, rc, (vg_mono_ns() - t0) / 1000u);
     return rc;
 }
 

@@ -14,6 +14,9 @@ vg_l1_item *vg_tier_l1_get(vg_app *app, const char *key, size_t klen);
 /* VG_OK, VG_NOTFOUND, or an error (counted, logged; callers treat it as a miss). */
 int vg_tier_l2_get(vg_app *app, const char *rid, const char *key, size_t klen, vg_buf *val,
                    uint64_t *exp);
+/* The counting of one L2 read that took us (for reads made elsewhere,
+ * such as the non-blocking one of cache.c). */
+void vg_tier_l2_count(vg_app *app, const char *rid, int rc, uint64_t us);
 /* VG_OK, or the kv error (counted as a dropped write). */
 int vg_tier_l2_set(vg_app *app, const char *key, size_t klen, const void *val, size_t vlen,
                    uint64_t ttl_ms);

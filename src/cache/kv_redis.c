@@ -164,6 +164,46 @@ static int rkv_get(vg_kv *kv, const char *key, size_t klen, vg_buf *out, uint64_
     return count(s, rc);
 }
 
+/* ---- the non-blocking get (vg_kv_get_async) ---- */
+
+typedef struct aget {
+    redis_kv *s;
+    vg_kv_get_cb cb;
+    void *ud;
+} aget;
+
+/* On the client's event thread: map GET + PTTL as rkv_get does. */
+static void aget_done(void *ud, int rc, redisReply **rep, size_t n)
+{
+    aget *a = ud;
+    vg_buf val = {0};
+    uint64_t exp = 0;
+    if (rc == VG_OK)
+        rc = n == 2 ? get_result(rep[0], rep[1], &val, &exp) : VG_ERR;
+    a->cb(a->ud, count(a->s, rc), &val, exp);
+    vg_buf_free(&val);
+    free(a);
+}
+
+static int rkv_get_async(vg_kv *kv, const char *key, size_t klen, vg_kv_get_cb cb, void *ud)
+{
+    redis_kv *s = (redis_kv *)kv;
+    if (klen == 0)
+        return VG_EINVAL;
+    aget *a = malloc(sizeof *a);
+    if (!a)
+        return VG_ENOMEM;
+    *a = (aget){.s = s, .cb = cb, .ud = ud};
+    vg_redis_cmd cmds[2] = {
+        {.argc = 2, .argv = (const char *[]){"GET", key}, .argvlen = (size_t[]){3, klen}},
+        {.argc = 2, .argv = (const char *[]){"PTTL", key}, .argvlen = (size_t[]){4, klen}},
+    };
+    int rc = vg_redis_submit(s->r, cmds, 2, true, aget_done, a);
+    if (rc != VG_OK)
+        free(a);
+    return rc;
+}
+
 static int rkv_set(vg_kv *kv, const char *key, size_t klen, const void *val, size_t vlen,
                    uint64_t ttl_ms)
 {
@@ -360,6 +400,7 @@ static const vg_kv_ops redis_ops = {
     .sweep = rkv_sweep,
     .stats = rkv_stats,
     .close = rkv_close,
+    .get_async = rkv_get_async,
 };
 
 int vg_kv_redis_open(vg_redis *r, vg_kv **out)

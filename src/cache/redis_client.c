@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "redis_loop.h"
+
 typedef struct conn {
     redisContext *ctx;
     uint64_t gen;
@@ -43,7 +45,10 @@ struct vg_redis {
     atomic_bool probing;
     _Atomic uint64_t gen;
     _Atomic uint64_t connects, reconnects, failures, fast_fails;
+    vg_redis_loop *loop;            /* the event thread of vg_redis_submit */
 };
+
+vg_redis_loop *vg_redis_loop_of(vg_redis *r) { return r->loop; }
 
 uint64_t vg_redis_backoff_ms(uint32_t base_ms, uint32_t max_ms, uint32_t n, uint32_t r)
 {
@@ -319,6 +324,13 @@ int vg_redis_open(const vg_redis_opts *o, vg_redis **out, char *err, size_t errl
         return VG_ENOMEM;
     }
     pthread_mutex_init(&r->mu, NULL);
+    if (!(r->loop = vg_redis_loop_new(r))) {
+        pthread_key_delete(r->key);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        snprintf(err, errlen, "redis: out of memory");
+        return VG_ENOMEM;
+    }
     *out = r;
     return VG_OK;
 }
@@ -327,6 +339,8 @@ void vg_redis_close(vg_redis *r)
 {
     if (!r)
         return;
+    /* First: its thread's connection goes with it (the key's destructor). */
+    vg_redis_loop_free(r->loop);
     /* The calling thread's destructor would not run for a deleted key. */
     pthread_key_delete(r->key);
     for (conn *c = r->conns, *next; c; c = next) {

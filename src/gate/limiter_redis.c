@@ -136,21 +136,72 @@ static bool is_noscript(redisReply *rep)
     return rep && rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8);
 }
 
-/* One EVALSHA; on NOSCRIPT, SCRIPT LOAD + EVALSHA in one round trip. */
-static int eval(redis_limiter *l, const script *s, const char *key, size_t klen,
-                const char *const *args, int nargs, redisReply **out)
+/* One check's EVALSHA with its arguments, kept together so the async
+ * path can send it again after NOSCRIPT. */
+typedef struct evcmd {
+    const script *s;
+    char key[VG_RL_KEY_MAX + 192], win[24], limit[24], cost[24], id[17];
+    size_t klen;
+    int nargs;
+    const char *av[12];
+    size_t al[12];
+} evcmd;
+
+/* VG_OK, or VG_EINVAL when rq is out of bounds. */
+static int evcmd_build(redis_limiter *l, const vg_rl_req *rq, evcmd *e)
 {
-    const char *av[12] = {"EVALSHA", s->sha, "1", key};
-    size_t al[12] = {7, 40, 1, klen};
-    for (int i = 0; i < nargs; i++) {
-        av[4 + i] = args[i];
-        al[4 + i] = strlen(args[i]);
+    if (!vg_rl_req_valid(rq))
+        return VG_EINVAL;
+    e->klen = rl_key(l, rq->ns, rq->algo, rq->key, rq->klen, e->key, sizeof e->key);
+    if (!e->klen)
+        return VG_EINVAL;
+    snprintf(e->win, sizeof e->win, "%llu", (unsigned long long)rq->window_ms);
+    snprintf(e->limit, sizeof e->limit, "%llu", (unsigned long long)rq->limit);
+    snprintf(e->cost, sizeof e->cost, "%llu", (unsigned long long)(rq->cost ? rq->cost : 1));
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = vg_mono_ns() ^ (uint64_t)(uintptr_t)&rnd;
+    snprintf(e->id, sizeof e->id, "%016llx", (unsigned long long)rnd);
+    bool gcra = rq->algo == VG_RL_GCRA;
+    e->s = gcra ? &l->gcra : &l->sl;
+    const char *args[] = {e->win, e->limit, e->cost, rq->peek ? "1" : "0", e->id};
+    e->nargs = gcra ? 4 : 5;
+    e->av[0] = "EVALSHA";
+    e->av[1] = e->s->sha;
+    e->av[2] = "1";
+    e->av[3] = e->key;
+    e->al[0] = 7;
+    e->al[1] = 40;
+    e->al[2] = 1;
+    e->al[3] = e->klen;
+    for (int i = 0; i < e->nargs; i++) {
+        e->av[4 + i] = args[i];
+        e->al[4 + i] = strlen(args[i]);
     }
-    vg_redis_cmd cmds[2] = {
-        {.argc = 3, .argv = (const char *[]){"SCRIPT", "LOAD", s->src},
-         .argvlen = (size_t[]){6, 4, strlen(s->src)}},
-        {.argc = 4 + nargs, .argv = av, .argvlen = al},
-    };
+    return VG_OK;
+}
+
+/* cmds[0] = SCRIPT LOAD, cmds[1] = the EVALSHA. */
+static void evcmd_cmds(evcmd *e, vg_redis_cmd cmds[2], const char *load_av[3],
+                       size_t load_al[3])
+{
+    load_av[0] = "SCRIPT";
+    load_av[1] = "LOAD";
+    load_av[2] = e->s->src;
+    load_al[0] = 6;
+    load_al[1] = 4;
+    load_al[2] = strlen(e->s->src);
+    cmds[0] = (vg_redis_cmd){.argc = 3, .argv = load_av, .argvlen = load_al};
+    cmds[1] = (vg_redis_cmd){.argc = 4 + e->nargs, .argv = e->av, .argvlen = e->al};
+}
+
+/* One EVALSHA; on NOSCRIPT, SCRIPT LOAD + EVALSHA in one round trip. */
+static int eval(redis_limiter *l, evcmd *e, redisReply **out)
+{
+    vg_redis_cmd cmds[2];
+    const char *lav[3];
+    size_t lal[3];
+    evcmd_cmds(e, cmds, lav, lal);
     redisReply *rep[2] = {NULL, NULL};
     /* Not retry_safe: a check that ran must never run twice. */
     int rc = vg_redis_pipeline(l->r, &cmds[1], 1, &rep[1], false);
@@ -166,27 +217,76 @@ static int eval(redis_limiter *l, const script *s, const char *key, size_t klen,
 static int rl_check(vg_limiter *lim, const vg_rl_req *rq, vg_rl_result *res)
 {
     redis_limiter *l = (redis_limiter *)lim;
-    if (!vg_rl_req_valid(rq))
-        return VG_EINVAL;
-    char key[VG_RL_KEY_MAX + 192], win[24], limit[24], cost[24], id[17];
-    size_t klen = rl_key(l, rq->ns, rq->algo, rq->key, rq->klen, key, sizeof key);
-    if (!klen)
-        return VG_EINVAL;
-    snprintf(win, sizeof win, "%llu", (unsigned long long)rq->window_ms);
-    snprintf(limit, sizeof limit, "%llu", (unsigned long long)rq->limit);
-    snprintf(cost, sizeof cost, "%llu", (unsigned long long)(rq->cost ? rq->cost : 1));
-    uint64_t rnd = 0;
-    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-        rnd = vg_mono_ns() ^ (uint64_t)(uintptr_t)&rnd;
-    snprintf(id, sizeof id, "%016llx", (unsigned long long)rnd);
-    const char *args[] = {win, limit, cost, rq->peek ? "1" : "0", id};
-    bool gcra = rq->algo == VG_RL_GCRA;
+    evcmd e;
+    int rc = evcmd_build(l, rq, &e);
+    if (rc != VG_OK)
+        return rc;
     redisReply *rep = NULL;
-    int rc = eval(l, gcra ? &l->gcra : &l->sl, key, klen, args, gcra ? 4 : 5, &rep);
+    rc = eval(l, &e, &rep);
     if (rc == VG_OK && !parse_result(rep, rq, res))
         rc = VG_EUNAVAIL; /* an error reply (OOM, BUSY, ...): the store cannot answer */
     if (rep)
         freeReplyObject(rep);
+    return rc;
+}
+
+/* ---- the non-blocking check (vg_limiter_check_async) ---- */
+
+typedef struct acheck {
+    redis_limiter *l;
+    vg_rl_cb cb;
+    void *ud;
+    uint64_t limit;
+    bool reloaded;  /* the SCRIPT LOAD + EVALSHA retry was sent */
+    evcmd e;
+} acheck;
+
+static void acheck_done(void *ud, int rc, redisReply **rep, size_t n);
+
+static int acheck_send(acheck *a)
+{
+    vg_redis_cmd cmds[2];
+    const char *lav[3];
+    size_t lal[3];
+    evcmd_cmds(&a->e, cmds, lav, lal);
+    /* Not retry_safe: a check that ran must never run twice. */
+    return a->reloaded ? vg_redis_submit(a->l->r, cmds, 2, false, acheck_done, a)
+                       : vg_redis_submit(a->l->r, &cmds[1], 1, false, acheck_done, a);
+}
+
+/* On the client's event thread. */
+static void acheck_done(void *ud, int rc, redisReply **rep, size_t n)
+{
+    acheck *a = ud;
+    redisReply *last = rc == VG_OK && n ? rep[n - 1] : NULL;
+    if (rc == VG_OK && !a->reloaded && is_noscript(last)) {
+        /* A restarted or flushed Redis: load the script and run again. */
+        a->reloaded = true;
+        if (acheck_send(a) == VG_OK)
+            return;
+        rc = VG_EUNAVAIL;
+    }
+    vg_rl_result res = {0};
+    vg_rl_req rq = {.limit = a->limit};
+    if (rc == VG_OK && !parse_result(last, &rq, &res))
+        rc = VG_EUNAVAIL; /* an error reply (OOM, BUSY, ...): the store cannot answer */
+    a->cb(a->ud, rc, &res);
+    free(a);
+}
+
+static int rl_check_async(vg_limiter *lim, const vg_rl_req *rq, vg_rl_cb cb, void *ud)
+{
+    redis_limiter *l = (redis_limiter *)lim;
+    acheck *a = malloc(sizeof *a);
+    if (!a)
+        return VG_ENOMEM;
+    *a = (acheck){.l = l, .cb = cb, .ud = ud, .limit = rq->limit};
+    int rc = evcmd_build(l, rq, &a->e);
+    /* Built in place: its argument vector points into a->e. */
+    if (rc == VG_OK)
+        rc = acheck_send(a);
+    if (rc != VG_OK)
+        free(a);
     return rc;
 }
 
@@ -219,6 +319,7 @@ static void rl_close(vg_limiter *lim) { free(lim); }
 
 static const vg_limiter_ops redis_ops = {
     .name = "redis", .check = rl_check, .clear = rl_clear, .close = rl_close,
+    .check_async = rl_check_async,
 };
 
 int vg_limiter_redis_new(vg_redis *r, const char *prefix, vg_limiter **out)

@@ -512,6 +512,67 @@ bool vg_req_suspend(vg_req *r)
     return ok;
 }
 
+/* ---- vg_park: a request waiting for another thread's answer ---- */
+
+static void park_unref(vg_park *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last) {
+        pthread_mutex_destroy(&p->mu);
+        p->free_fn(p);
+    }
+}
+
+static void park_finish(vg_body_sink *s, vg_req *r)
+{
+    vg_park *p = (vg_park *)s;
+    pthread_mutex_lock(&p->mu);
+    bool done = p->done;
+    pthread_mutex_unlock(&p->mu);
+    if (done)
+        p->ready(p, r); /* the result was stored before done was set */
+    else if (!vg_req_suspend(r)) /* a spurious wake parks again, unless stopping */
+        vg_reply_error(r, 503, "shutting_down", "voxgate is shutting down");
+}
+
+static void park_release(vg_body_sink *s, bool ok)
+{
+    (void)ok;
+    vg_park *p = (vg_park *)s;
+    pthread_mutex_lock(&p->mu);
+    p->r = NULL;
+    pthread_mutex_unlock(&p->mu);
+    park_unref(p);
+}
+
+bool vg_park_defer(vg_park *p, vg_req *r, void (*ready)(vg_park *p, vg_req *r),
+                   void (*free_fn)(vg_park *p))
+{
+    p->sink = (vg_body_sink){NULL, park_finish, park_release};
+    pthread_mutex_init(&p->mu, NULL);
+    p->r = r;
+    p->refs = 2;
+    p->done = false;
+    p->ready = ready;
+    p->free_fn = free_fn;
+    if (vg_req_defer(r, &p->sink))
+        return true;
+    pthread_mutex_destroy(&p->mu);
+    return false;
+}
+
+void vg_park_wake(vg_park *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->done = true;
+    if (p->r)
+        vg_req_resume(p->r);
+    pthread_mutex_unlock(&p->mu);
+    park_unref(p);
+}
+
 static void unlink_parked(vg_req *r)
 {
     r->parked = false;

@@ -51,6 +51,8 @@ struct vg_engine {
     _Atomic bool has_multi;        /* for wakers on other threads */
     pthread_cond_t cv;
     bool kicked;                   /* under mu: something for the thread to look at */
+    uint64_t sleep_until;          /* under mu: when the sleeping thread wakes by itself
+                                      (monotonic ms); 0 while it is awake */
     pthread_t thread;
     pthread_mutex_t mu;            /* guards everything below but running/multi */
     bool stopping;
@@ -378,11 +380,13 @@ uint64_t vg_engine_after(vg_engine *e, uint64_t delay_ms, void (*fn)(void *ud), 
         t->ud = ud;
         e->heap[e->nheap++] = slot;
         heap_up(e, e->nheap - 1);
-        first = e->heap[0] == slot;
+        /* Only a new earliest deadline, before the thread would wake
+         * anyway, needs a wake (a miss's 60 s deadline usually does not);
+         * an awake thread (0) is told, as it may be about to sleep. */
+        first = e->heap[0] == slot && (!e->sleep_until || t->due_ms < e->sleep_until);
         id = (uint64_t)t->gen << 32 | slot;
     }
     pthread_mutex_unlock(&e->mu);
-    /* Only a new earliest deadline can shorten the thread's sleep. */
     if (first && !pthread_equal(pthread_self(), e->thread))
         wake(e);
     return id;
@@ -533,6 +537,8 @@ static void sleep_until_woken(vg_engine *e, long wait)
     pthread_mutex_lock(&e->mu);
     bool kicked = e->kicked;
     e->kicked = false;
+    if (!kicked)
+        e->sleep_until = mono_ms() + (uint64_t)wait;
     if (!kicked && !e->multi) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -547,6 +553,9 @@ static void sleep_until_woken(vg_engine *e, long wait)
     pthread_mutex_unlock(&e->mu);
     if (!kicked && e->multi)
         curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
+    pthread_mutex_lock(&e->mu);
+    e->sleep_until = 0;
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void *event_loop(void *arg)
