@@ -7,7 +7,7 @@
 // to voxgate's answer, with an OpenAI-compatible fake as the fallback.
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startVoxgate, stopVoxgate, cleanup, req, sleep } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, req, sleep, waitForLog } from './lib.mjs';
 import { startFakeOpenAI, wavFile } from './fakeprov.mjs';
 import { startFakeElevenLabs, elAudio, elTranscript } from './fake-elevenlabs.mjs';
 
@@ -265,7 +265,7 @@ describe('elevenlabs provider', { timeout: 120000 }, () => {
     await tts({ text: fresh('log'), provider: 'el', voice: VOICE, format: 'mp3' });
     el.behave({ mode: 'auth' });
     await tts({ text: fresh('log'), provider: 'el', voice: VOICE, format: 'mp3' });
-    assert.ok(vg.lines.some((l) => l.includes('provider call')), 'provider calls are logged');
+    await waitForLog(vg, (l) => l.msg === 'provider call' && l.status === 401);
     assert.ok(!vg.lines.join('\n').includes(KEY) && !vg.stderr.includes(KEY), 'key in the log');
     assert.ok(!vg.lines.join('\n').includes('0123456789'), 'no fragment of it either');
   });

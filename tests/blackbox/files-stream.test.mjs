@@ -10,7 +10,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { stopVoxgate, cleanup, req, sleep, sha256 } from './lib.mjs';
+import { stopVoxgate, cleanup, req, sleep, sha256, waitForLog } from './lib.mjs';
 import { startS3rver, stopS3rver, startVoxgateS3, bucketKeys, BUCKET } from './s3lib.mjs';
 
 const SLOW = 180000;
@@ -172,9 +172,9 @@ describe('streamed uploads to S3', { timeout: SLOW }, () => {
     assert.equal((await req(vg, 'GET', '/health')).status, 200);
     const r = await req(vg, 'PUT', '/v1/files/gone/after.bin', { body: bytes(MiB, 11), headers: { 'Content-Type': 'audio/wav' } });
     assert.equal(r.status, 201, r.text);
-    const logs = vg.logs().filter((l) => l.msg === 'request' && l.path === '/v1/files/gone/half.bin');
-    assert.equal(logs.length, 1);
-    assert.equal(logs[0].error, 'client_abort');
+    const line = await waitForLog(vg, (l) => l.msg === 'request' && l.path === '/v1/files/gone/half.bin');
+    assert.equal(line.error, 'client_abort');
+    assert.equal(vg.logs().filter((l) => l.msg === 'request' && l.path === '/v1/files/gone/half.bin').length, 1);
   });
 });
 

@@ -7,7 +7,7 @@
 // before any call, and the keys never reaching voxgate's logs.
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startVoxgate, stopVoxgate, cleanup, req, sleep } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, req, sleep, waitForLog } from './lib.mjs';
 import { startFakeYandex, synthAudio, recognized } from './fake-yandex.mjs';
 import { startFakeOpenAI, speechAudio, wavFile } from './fakeprov.mjs';
 
@@ -106,8 +106,7 @@ describe('yandex provider through the gateway', { timeout: SLOW }, () => {
     assert.equal(again.headers.get('x-cache'), 'HIT');
     assert.ok(again.buf.equals(r.buf));
     assert.equal(fake.count, 1, 'one upstream call');
-    const log = vg.logs().find((l) => l.msg === 'provider call' && l.request_id === 'ya-trace-1');
-    assert.ok(log, 'the call is logged');
+    const log = await waitForLog(vg, (l) => l.msg === 'provider call' && l.request_id === 'ya-trace-1');
     assert.equal(log.upstream_id, 'ya-req-1');
   });
 
