@@ -36,6 +36,11 @@ int vg_tts_meta_decode(const char *val, size_t vlen, vg_tts_meta *m);
  * cJSON_Delete. Declared with void to keep cJSON out of this header. */
 void *vg_json_parse_exact(const char *buf, size_t len);
 
+/* True when buf is exactly one JSON value (RFC 8259; whitespace around
+ * it allowed), without building a tree. Accepts a subset of what
+ * vg_json_parse_exact accepts. */
+bool vg_json_valid(const char *buf, size_t len);
+
 /* Strict "YYYY-MM-DDTHH:MM:SS.mmmZ" -> ms since the epoch. */
 int vg_parse_rfc3339_ms(const char *s, uint64_t *ms);
 

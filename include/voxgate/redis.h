@@ -73,6 +73,14 @@ int vg_redis_pipeline(vg_redis *r, const vg_redis_cmd *cmds, size_t n,
                       struct redisReply **replies, bool retry_safe);
 void vg_redis_free_replies(struct redisReply **replies, size_t n);
 
+/* As vg_redis_pipeline, but each reply goes to sink (which owns it) as
+ * soon as it is read, so the callers whose replies come first need not
+ * wait for the rest of the pipeline. *delivered counts the replies
+ * handed over; on failure the others never come. */
+typedef void (*vg_redis_sink)(void *ud, size_t i, struct redisReply *reply);
+int vg_redis_pipeline_each(vg_redis *r, const vg_redis_cmd *cmds, size_t n, bool retry_safe,
+                           vg_redis_sink sink, void *ud, size_t *delivered);
+
 void vg_redis_stats_get(vg_redis *r, vg_redis_stats *out);
 
 /* ---- asynchronous round trips (src/cache/redis_async.c) ----
@@ -81,7 +89,7 @@ void vg_redis_stats_get(vg_redis *r, vg_redis_stats *out);
  * which sends everything queued since its last round trip as one pipeline
  * on its own connection (the same timeouts, backoff and reconnects as
  * vg_redis_pipeline) and calls done for each submission, in order, on
- * that thread. replies[0..n) are owned by the loop and freed after done
+ * that thread, as soon as that submission's replies are read. replies[0..n) are owned by the loop and freed after done
  * returns; with rc != VG_OK they are all NULL. done may submit again
  * (e.g. SCRIPT LOAD after NOSCRIPT). A request waits at most about one
  * command timeout: a hung Redis fails the whole pipeline, and the

@@ -72,35 +72,51 @@ static const char *str_member(const cJSON *o, const char *name)
     return cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
+/* Consume the literal lit at *p. */
+static bool take(const char **p, const char *e, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(e - *p) < n || memcmp(*p, lit, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+
+/* Consume an identifier up to the next quote into out (VG_IDENT_MAX + 1). */
+static bool take_ident(const char **p, const char *e, char *out)
+{
+    const char *q = memchr(*p, '"', (size_t)(e - *p));
+    size_t n = q ? (size_t)(q - *p) : 0;
+    if (!q || n > VG_IDENT_MAX)
+        return false;
+    memcpy(out, *p, n);
+    out[n] = '\0';
+    *p = q;
+    return vg_ident_valid(out);
+}
+
+/* The value must be exactly what vg_stt_entry_encode writes: the fixed
+ * prefix (identifiers need no escaping, so it is compared as bytes), a
+ * valid JSON result, then '}'. Checked without building a tree: this
+ * runs on every L2 hit. */
 int vg_stt_entry_decode(const char *val, size_t vlen, const char **result, size_t *rlen,
                         uint64_t *created_ms)
 {
-    cJSON *doc = vg_json_parse_exact(val, vlen);
-    int rc = VG_ECORRUPT;
-    if (!doc || !cJSON_IsObject(doc))
-        goto out;
-    const char *prov = str_member(doc, "provider"), *lang = str_member(doc, "language"),
-               *ts = str_member(doc, "created_at");
-    if (!prov || !lang || !ts || !vg_ident_valid(prov) || !vg_ident_valid(lang) ||
-        vg_parse_rfc3339_ms(ts, created_ms) != VG_OK)
-        goto out;
-    vg_buf pfx = {0};
-    if (stt_prefix(&pfx, prov, lang, ts) != VG_OK) {
-        vg_buf_free(&pfx);
-        goto out;
-    }
-    /* The document must be exactly prefix + value + '}' with four members. */
-    bool ok = vlen > pfx.len + 1 && memcmp(val, pfx.data, pfx.len) == 0 &&
-              val[vlen - 1] == '}' && cJSON_GetArraySize(doc) == 4;
-    if (ok) {
-        *result = val + pfx.len;
-        *rlen = vlen - pfx.len - 1;
-        rc = VG_OK;
-    }
-    vg_buf_free(&pfx);
-out:
-    cJSON_Delete(doc);
-    return rc;
+    const char *p = val, *e = val + vlen;
+    char prov[VG_IDENT_MAX + 1], lang[VG_IDENT_MAX + 1], ts[25];
+    if (!val || !take(&p, e, "{\"provider\":\"") || !take_ident(&p, e, prov) ||
+        !take(&p, e, "\",\"language\":\"") || !take_ident(&p, e, lang) ||
+        !take(&p, e, "\",\"created_at\":\"") || e - p < 24)
+        return VG_ECORRUPT;
+    memcpy(ts, p, 24);
+    ts[24] = '\0';
+    p += 24;
+    if (!take(&p, e, "\",\"result\":") || vg_parse_rfc3339_ms(ts, created_ms) != VG_OK ||
+        e - p < 2 || e[-1] != '}' || !vg_json_valid(p, (size_t)(e - p) - 1))
+        return VG_ECORRUPT;
+    *result = p;
+    *rlen = (size_t)(e - p) - 1;
+    return VG_OK;
 }
 
 bool vg_content_type_valid(const char *ct)

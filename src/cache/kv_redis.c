@@ -116,9 +116,12 @@ static int get_result(redisReply *val, redisReply *ttl, vg_buf *out, uint64_t *e
         return VG_NOTFOUND; /* missing, or expired between GET and PTTL */
     if (val->type != REDIS_REPLY_STRING)
         return VG_ERR; /* a key of another type under our prefix */
-    vg_buf_reset(out);
-    if (vg_buf_append(out, val->str, val->len) != VG_OK)
-        return VG_ENOMEM;
+    /* The reply's string becomes the caller's buffer (hiredis allocates
+     * it with malloc): a large entry is not copied once more per hit. */
+    vg_buf_free(out);
+    *out = (vg_buf){.data = val->str, .len = val->len, .cap = val->len + 1};
+    val->str = NULL;
+    val->len = 0;
     if (exp)
         *exp = ttl->integer > 0 ? vg_clock_ms() + (uint64_t)ttl->integer : 0;
     return VG_OK;

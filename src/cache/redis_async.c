@@ -7,10 +7,13 @@
  * commands for little more than the cost of one, so while one round trip
  * is in flight every request that arrives queues up and goes out in the
  * next one. Under load a round trip carries dozens of commands; when idle
- * it carries one and costs what a synchronous call costs. Each batch is a
- * plain vg_redis_pipeline call on this thread's own connection, so the
- * command timeout, the shared backoff pause, reconnects and the stats are
- * exactly those of the synchronous path. */
+ * it carries one and costs what a synchronous call costs. A request is
+ * resumed as soon as its own replies are read, not when the whole batch
+ * is: otherwise every parked request would wait for the slowest of its
+ * batch, and the HTTP thread would idle while this one reads. Each
+ * batch is a plain vg_redis_pipeline_each call on this thread's own
+ * connection, so the command timeout, the shared backoff pause,
+ * reconnects and the stats are exactly those of the synchronous path. */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -92,11 +95,44 @@ static job *take_batch(vg_redis_loop *l, size_t *ncmds)
     return first;
 }
 
+/* Where a batch's replies go while they are read: into the current
+ * job's slots; a job is done the moment its last reply is in, so its
+ * request is resumed while the rest of the pipeline is still arriving. */
+typedef struct reply_sink {
+    job *cur;                /* the job the next reply belongs to */
+    size_t got;              /* its replies so far */
+    redisReply **rep;        /* slots for the largest job, reused per job */
+} reply_sink;
+
+static void finish_job(job *j, int rc, redisReply **rep)
+{
+    j->done(j->ud, rc, rep, j->n);
+    vg_redis_free_replies(rep, j->n);
+    free(j);
+}
+
+static void batch_sink(void *ud, size_t i, redisReply *reply)
+{
+    (void)i;
+    reply_sink *b = ud;
+    b->rep[b->got++] = reply;
+    if (b->got < b->cur->n)
+        return;
+    job *next = b->cur->next;
+    finish_job(b->cur, VG_OK, b->rep);
+    b->cur = next;
+    b->got = 0;
+}
+
 static void run_batch(vg_redis_loop *l, job *jobs, size_t ncmds)
 {
+    size_t most = 0;
+    for (job *j = jobs; j; j = j->next)
+        most = j->n > most ? j->n : most;
     vg_redis_cmd *cmds = malloc(ncmds * sizeof *cmds);
-    redisReply **rep = calloc(ncmds ? ncmds : 1, sizeof *rep);
-    int rc = cmds && rep ? VG_OK : VG_ENOMEM;
+    redisReply **slots = calloc(most, sizeof *slots);
+    reply_sink b = {.cur = jobs, .rep = slots};
+    int rc = cmds && slots ? VG_OK : VG_ENOMEM;
     bool retry_safe = true;
     size_t k = 0;
     for (job *j = jobs; rc == VG_OK && j; j = j->next) {
@@ -104,18 +140,19 @@ static void run_batch(vg_redis_loop *l, job *jobs, size_t ncmds)
         k += j->n;
         retry_safe &= j->retry_safe; /* one check that must not run twice decides */
     }
+    size_t delivered = 0;
     if (rc == VG_OK)
-        rc = vg_redis_pipeline(l->r, cmds, ncmds, rep, retry_safe);
-    k = 0;
-    for (job *j = jobs, *next; j; j = next) {
+        rc = vg_redis_pipeline_each(l->r, cmds, ncmds, retry_safe, batch_sink, &b, &delivered);
+    /* What did not come: the job cut short gets none of its replies. */
+    if (slots)
+        vg_redis_free_replies(slots, b.got);
+    redisReply *none[1] = {NULL};
+    for (job *j = b.cur, *next; j; j = next) {
         next = j->next;
-        j->done(j->ud, rc, rc == VG_OK ? rep + k : rep, j->n);
-        k += j->n;
+        j->done(j->ud, rc == VG_OK ? VG_EUNAVAIL : rc, slots ? slots : none, slots ? j->n : 0);
         free(j);
     }
-    if (rep && rc == VG_OK)
-        vg_redis_free_replies(rep, ncmds);
-    free(rep);
+    free(slots);
     free(cmds);
 }
 

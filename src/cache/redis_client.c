@@ -232,34 +232,33 @@ static redisContext *ready_ctx(vg_redis *r, conn *c, bool *fresh)
     return c->ctx;
 }
 
-/* Write every command, then read every reply. On failure the replies
- * read so far are freed and *peer_closed says whether the server closed
+/* Write every command, then read the replies, handing each to the sink
+ * as it is parsed. On failure *peer_closed says whether the server closed
  * the socket (as opposed to a timeout). */
 static bool round_trip(redisContext *ctx, const vg_redis_cmd *cmds, size_t n,
-                       redisReply **replies, bool *peer_closed)
+                       vg_redis_sink sink, void *ud, size_t *delivered, bool *peer_closed)
 {
     for (size_t i = 0; i < n; i++)
         if (redisAppendCommandArgv(ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK)
             return false;
-    for (size_t i = 0; i < n; i++) {
+    for (; *delivered < n; (*delivered)++) {
         void *rep = NULL;
         errno = 0;
         if (redisGetReply(ctx, &rep) != REDIS_OK || !rep) {
             int e = errno;
             *peer_closed = ctx->err == REDIS_ERR_EOF ||
                            (ctx->err == REDIS_ERR_IO && (e == ECONNRESET || e == EPIPE));
-            vg_redis_free_replies(replies, i);
             return false;
         }
-        replies[i] = rep;
+        sink(ud, *delivered, rep);
     }
     return true;
 }
 
-int vg_redis_pipeline(vg_redis *r, const vg_redis_cmd *cmds, size_t n, redisReply **replies,
-                      bool retry_safe)
+int vg_redis_pipeline_each(vg_redis *r, const vg_redis_cmd *cmds, size_t n, bool retry_safe,
+                           vg_redis_sink sink, void *ud, size_t *delivered)
 {
-    memset(replies, 0, n * sizeof *replies);
+    *delivered = 0;
     if (n == 0)
         return VG_OK;
     conn *c = conn_get(r);
@@ -270,18 +269,35 @@ int vg_redis_pipeline(vg_redis *r, const vg_redis_cmd *cmds, size_t n, redisRepl
     for (int attempt = 0; attempt < 2; attempt++) {
         bool fresh, peer_closed = false;
         redisContext *ctx = ready_ctx(r, c, &fresh);
-        if (ctx && round_trip(ctx, cmds, n, replies, &peer_closed)) {
+        if (ctx && round_trip(ctx, cmds, n, sink, ud, delivered, &peer_closed)) {
             mark_up(r);
             return VG_OK;
         }
         conn_drop_ctx(c);
         /* A socket the server closed while we were idle (a restart) is
-         * worth one more try on a fresh one; a timeout is not. */
-        if (!(ctx && !fresh && peer_closed && retry_safe))
+         * worth one more try on a fresh one; a timeout is not, nor a
+         * connection that had already answered part of the pipeline. */
+        if (!(ctx && !fresh && peer_closed && retry_safe && *delivered == 0))
             break;
     }
     mark_down(r);
     return VG_EUNAVAIL;
+}
+
+static void keep_reply(void *ud, size_t i, redisReply *rep)
+{
+    ((redisReply **)ud)[i] = rep;
+}
+
+int vg_redis_pipeline(vg_redis *r, const vg_redis_cmd *cmds, size_t n, redisReply **replies,
+                      bool retry_safe)
+{
+    memset(replies, 0, n * sizeof *replies);
+    size_t got;
+    int rc = vg_redis_pipeline_each(r, cmds, n, retry_safe, keep_reply, replies, &got);
+    if (rc != VG_OK)
+        vg_redis_free_replies(replies, got);
+    return rc;
 }
 
 void vg_redis_free_replies(redisReply **replies, size_t n)

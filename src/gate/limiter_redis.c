@@ -158,11 +158,11 @@ static int evcmd_build(redis_limiter *l, const vg_rl_req *rq, evcmd *e)
     snprintf(e->win, sizeof e->win, "%llu", (unsigned long long)rq->window_ms);
     snprintf(e->limit, sizeof e->limit, "%llu", (unsigned long long)rq->limit);
     snprintf(e->cost, sizeof e->cost, "%llu", (unsigned long long)(rq->cost ? rq->cost : 1));
-    uint64_t rnd = 0;
-    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+    bool gcra = rq->algo == VG_RL_GCRA;
+    uint64_t rnd = 0; /* the sliding log's member id; GCRA has none */
+    if (!gcra && getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
         rnd = vg_mono_ns() ^ (uint64_t)(uintptr_t)&rnd;
     snprintf(e->id, sizeof e->id, "%016llx", (unsigned long long)rnd);
-    bool gcra = rq->algo == VG_RL_GCRA;
     e->s = gcra ? &l->gcra : &l->sl;
     const char *args[] = {e->win, e->limit, e->cost, rq->peek ? "1" : "0", e->id};
     e->nargs = gcra ? 4 : 5;

@@ -441,6 +441,19 @@ describe('cache-aside query API', { timeout: 120000 }, () => {
     }
   });
 
+  test('STT PUT body that is not strict JSON is 400 invalid_json; strict JSON of any shape is stored exactly', async () => {
+    const k = sttKey('strict');
+    for (const body of ['{"n":01}', '{"n":1.}', '{"t":"a\tb"}', '{"t":"\\uD800"}', '{"t":"\\u12G4"}', '\ufeff{}']) {
+      assertError(await putStt(vg, k, body), 400, 'invalid_json', `body ${JSON.stringify(body)}`);
+      assertMiss(await req(vg, 'GET', sttPath(k)), `nothing stored for ${JSON.stringify(body)}`);
+    }
+    const exact = '{"t":"caf\u00e9 \\uD83D\\uDE00 \\" \\n","n":-0.5e-3,"x":[true,false,null,{}]}';
+    assert.equal((await putStt(vg, k, exact)).status, 201);
+    const r = await req(vg, 'GET', sttPath(k));
+    assert.equal(r.status, 200);
+    assert.equal(r.text, exact);
+  });
+
   test('wrong methods are 405 with Allow', async () => {
     const r = await req(vg, 'POST', sttPath(sttKey('m')), { body: '{}', headers: { 'Content-Type': 'application/json' } });
     assertError(r, 405, 'method_not_allowed', 'POST stt');

@@ -1,6 +1,7 @@
 /* Entry codecs: STT results come back byte for byte; anything we did not
  * write decodes as corrupt. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -118,12 +119,87 @@ static void parse_exact(void **state)
     assert_null(vg_json_parse_exact("1\0", 2));
 }
 
+/* Texts both checkers must accept, and texts both must refuse. */
+static void json_valid_agrees(void **state)
+{
+    const char *good[] = {
+        "1", "-0", "0.5", "-12.5e+3", "1E-2", "1e5", " {\"a\":1}\n", "[1,2]", "[]", "{}", "[[]]",
+        "\"x\"", "null\r\n\t ", "true", "false", "{\"a\":{\"b\":[true,false,null,\"\"]}}",
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"", "\"caf\xc3\xa9 long enough to take the fast path\"",
+        "{ \"k\" : [ 1 , { } , [ ] ] }",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_true(vg_json_valid(good[i], strlen(good[i])));
+        void *d = vg_json_parse_exact(good[i], strlen(good[i]));
+        assert_non_null(d);
+        cJSON_Delete(d);
+    }
+    const char *bad[] = {
+        "", " ", "{\"a\":1} {\"b\":2}", "{\"a\":1}x", "[1,2]]", "\"x\" \"y\"", "1 2", "[1,]", "{\"a\":1,}",
+        "{\"a\"}", "{\"a\" 1}", "{1:2}", "[", "]", "{", "\"abc", "\"\\x\"", "tru", "nul",
+        "-", "1e", "[1 2]", "{\"a\":1 \"b\":2}", "\"\\uDE00\"", "\"\\uD83D\"", "\"\\uD83Dx\"",
+        "\"\\uD83D\\u0041\"",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(vg_json_valid(bad[i], strlen(bad[i])));
+        assert_null(vg_json_parse_exact(bad[i], strlen(bad[i])));
+    }
+    assert_false(vg_json_valid("1\0", 2));
+    assert_false(vg_json_valid(NULL, 0));
+}
+
+/* Where cJSON is lenient the checker is strict: these are not JSON. */
+static void json_valid_strict(void **state)
+{
+    const char *bad[] = {"01", "1.", "-.5", "1.e5", "\"a\tb\"", "\"a\nb is long enough for 8\"",
+                         "\xef\xbb\xbf{}", "\"\x01\"",
+                         "\"\\u12G4\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(vg_json_valid(bad[i], strlen(bad[i])));
+    assert_false(vg_json_valid("\"a\0b\"", 5));
+}
+
+/* Nesting up to cJSON's limit (1000) is accepted, one deeper is not. */
+static void json_valid_depth(void **state)
+{
+    char buf[2 * 1001 + 1];
+    for (int depth = 1000; depth <= 1001; depth++) {
+        memset(buf, '[', (size_t)depth);
+        memset(buf + depth, ']', (size_t)depth);
+        bool ok = vg_json_valid(buf, 2 * (size_t)depth);
+        void *d = vg_json_parse_exact(buf, 2 * (size_t)depth);
+        assert_int_equal(ok, depth == 1000);
+        assert_int_equal(d != NULL, depth == 1000);
+        cJSON_Delete(d);
+    }
+}
+
+/* Every special byte is found wherever it sits in a 16-byte block. */
+static void json_valid_every_offset(void **state)
+{
+    const char specials[] = {'"', '\\', '\n', '\x1f'};
+    for (size_t pos = 0; pos < 40; pos++) {
+        for (size_t s = 0; s < sizeof specials; s++) {
+            char buf[42];
+            buf[0] = '"';
+            memset(buf + 1, 'a', 40);
+            buf[1 + pos] = specials[s];
+            buf[41] = '"';
+            /* A lone quote ends the string early, a lone backslash escapes
+             * 'a', a control byte is refused: never valid. */
+            assert_false(vg_json_valid(buf, 42));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(stt_round_trip_exact), cmocka_unit_test(stt_corrupt),
         cmocka_unit_test(tts_round_trip), cmocka_unit_test(rfc3339),
         cmocka_unit_test(content_types), cmocka_unit_test(parse_exact),
+        cmocka_unit_test(json_valid_agrees), cmocka_unit_test(json_valid_strict),
+        cmocka_unit_test(json_valid_depth), cmocka_unit_test(json_valid_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
