@@ -176,6 +176,10 @@ echo "settings: redis-benchmark -c$CONN -n$RB_N -P 1; voxgate $VG_THREADS thread
 
 # ---- Gateway (issue 6): SPEC §7 miss overhead ----
 # p50 of a miss through voxgate (one OpenAI-compatible provider, the fake
-# of the black-box suite) minus p50 of the same fake called directly.
+# of the black-box suite) minus p50 of the same fake called directly. A
+# latency, measured on a quiet box: the servers of the sections above
+# are stopped first.
+kill $(jobs -p) 2>/dev/null || true
+wait 2>/dev/null || true
 echo
 node scripts/bench-miss.mjs ./build-bench/voxgate "${BENCH_MISS_REQUESTS:-2000}"
