@@ -89,8 +89,9 @@ void vg_redis_stats_get(vg_redis *r, vg_redis_stats *out);
  * which sends everything queued since its last round trip as one pipeline
  * on its own connection (the same timeouts, backoff and reconnects as
  * vg_redis_pipeline) and calls done for each submission, in order, on
- * that thread, as soon as that submission's replies are read. replies[0..n) are owned by the loop and freed after done
- * returns; with rc != VG_OK they are all NULL. done may submit again
+ * that thread, as soon as that submission's replies are read.
+ * replies[0..n) are owned by the loop and freed after done returns; with
+ * rc != VG_OK they are all NULL. done may submit again
  * (e.g. SCRIPT LOAD after NOSCRIPT). A request waits at most about one
  * command timeout: a hung Redis fails the whole pipeline, and the
  * backoff pause then fails what is queued at once. */

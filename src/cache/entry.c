@@ -102,9 +102,11 @@ static bool take_ident(const char **p, const char *e, char *out)
 int vg_stt_entry_decode(const char *val, size_t vlen, const char **result, size_t *rlen,
                         uint64_t *created_ms)
 {
+    if (!val)
+        return VG_ECORRUPT;
     const char *p = val, *e = val + vlen;
     char prov[VG_IDENT_MAX + 1], lang[VG_IDENT_MAX + 1], ts[25];
-    if (!val || !take(&p, e, "{\"provider\":\"") || !take_ident(&p, e, prov) ||
+    if (!take(&p, e, "{\"provider\":\"") || !take_ident(&p, e, prov) ||
         !take(&p, e, "\",\"language\":\"") || !take_ident(&p, e, lang) ||
         !take(&p, e, "\",\"created_at\":\"") || e - p < 24)
         return VG_ECORRUPT;

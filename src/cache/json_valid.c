@@ -147,11 +147,11 @@ static const char *scan_scalar(const char *p, const char *e)
 
 bool vg_json_valid(const char *buf, size_t len)
 {
+    if (!buf)
+        return false;
     char open[MAX_DEPTH]; /* '{' or '[' per level */
     int depth = 0;
     const char *p = buf, *e = buf + len;
-    if (!buf)
-        return false;
 value:
     p = skip_ws(p, e);
     if (p >= e)
