@@ -251,3 +251,14 @@ vg_presult stub_attempt(vg_provider *p, const vg_job *j)
     pthread_mutex_unlock(&g.mu);
     return g.res;
 }
+
+vg_provider_conf stub_conf(const char *name, const char *type, const char *base)
+{
+    vg_provider_conf c = {.timeout_ms = 5000, .connect_timeout_ms = 1000,
+                          .cooldown_default_ms = 1000, .cooldown_max_ms = 120000,
+                          .max_response_bytes = 1 << 20};
+    snprintf(c.name, sizeof c.name, "%s", name);
+    snprintf(c.type, sizeof c.type, "%s", type);
+    snprintf(c.base_url, sizeof c.base_url, "%s", base);
+    return c;
+}

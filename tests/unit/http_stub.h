@@ -42,6 +42,11 @@ const char *stub_header(const stub_req *r, const char *name, char *out, size_t c
  * ("A: b\r\n..."), body. */
 void stub_reply(vg_buf *out, int status, const char *headers, const char *body, size_t len);
 
+/* A provider's settings as the provider unit tests use them: base URL,
+ * 5 s call and 1 s connect timeouts, 1 s default cool-down (at most
+ * 120 s), answers up to 1 MiB. */
+vg_provider_conf stub_conf(const char *name, const char *type, const char *base);
+
 /* One provider attempt, waited for: its result (the body is the caller's
  * to free). Aborts the test when the attempt cannot start. */
 vg_presult stub_attempt(vg_provider *p, const vg_job *j);

@@ -19,11 +19,7 @@
 
 static vg_provider_conf conf_named(const char *base)
 {
-    vg_provider_conf c = {.name = "openai", .type = "openai", .timeout_ms = 5000,
-                          .connect_timeout_ms = 1000, .cooldown_default_ms = 1000,
-                          .cooldown_max_ms = 120000, .max_response_bytes = 1 << 20};
-    snprintf(c.base_url, sizeof c.base_url, "%s", base);
-    return c;
+    return stub_conf("openai", "openai", base);
 }
 
 static vg_provider *provider(const vg_provider_conf *c, vg_engine *e)

@@ -22,10 +22,8 @@
 
 static vg_provider_conf conf_named(const char *base, const char *auth, const char *folder)
 {
-    vg_provider_conf c = {.name = "ya", .type = "yandex", .timeout_ms = 5000,
-                          .connect_timeout_ms = 1000, .cooldown_default_ms = 1000,
-                          .cooldown_max_ms = 120000, .max_response_bytes = 1 << 22};
-    snprintf(c.base_url, sizeof c.base_url, "%s", base);
+    vg_provider_conf c = stub_conf("ya", "yandex", base);
+    c.max_response_bytes = 1 << 22;
     snprintf(c.auth, sizeof c.auth, "%s", auth);
     snprintf(c.folder_id, sizeof c.folder_id, "%s", folder);
     snprintf(c.api_key_env, sizeof c.api_key_env, KEY_ENV);
