@@ -9,6 +9,11 @@
 extern const vg_route vg_routes[];
 extern const size_t vg_nroutes;
 
+/* reply.c: answer 200 with doc as JSON and delete it; NULL (or a document
+ * that cannot be printed) answers 503 out_of_memory. */
+struct cJSON;
+void vg_api_reply_json(vg_req *r, struct cJSON *doc);
+
 /* cache.c: the cache-aside API */
 void vg_api_cache_stt(vg_req *r);
 void vg_api_cache_tts(vg_req *r);

@@ -15,17 +15,6 @@
 
 /* ---- shared pieces ---- */
 
-static void reply_json(vg_req *r, unsigned status, cJSON *o)
-{
-    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-    if (s)
-        vg_reply(r, status, "application/json", s, strlen(s), NULL, 0);
-    else
-        vg_reply_error(r, 503, "out_of_memory", "cannot build the answer");
-    cJSON_free(s);
-    cJSON_Delete(o);
-}
-
 /* The breaker named by the path, created on demand; replies and returns
  * NULL when there is none to be had. */
 static vg_breaker *path_breaker(vg_req *r)
@@ -178,7 +167,7 @@ void vg_api_breakers_list(vg_req *r)
     cJSON *avail = o ? cJSON_AddArrayToObject(o, "available") : NULL;
     if (!all || !avail) {
         free(v);
-        reply_json(r, 200, NULL);
+        vg_api_reply_json(r, NULL);
         return;
     }
     for (size_t i = 0; i < n; i++)
@@ -191,14 +180,14 @@ void vg_api_breakers_list(vg_req *r)
             cJSON_AddItemToArray(avail, cJSON_CreateString(vg_breaker_name(v[i])));
     }
     free(v);
-    reply_json(r, 200, o);
+    vg_api_reply_json(r, o);
 }
 
 void vg_api_breaker_get(vg_req *r)
 {
     vg_breaker *b = path_breaker(r);
     if (b)
-        reply_json(r, 200, breaker_json(vg_req_app(r), b));
+        vg_api_reply_json(r, breaker_json(vg_req_app(r), b));
 }
 
 void vg_api_breaker_acquire(vg_req *r)
@@ -230,7 +219,7 @@ void vg_api_breaker_acquire(vg_req *r)
         if (!p.allowed && p.retry_after_ms)
             cJSON_AddNumberToObject(o, "retry_after_ms", (double)p.retry_after_ms);
     }
-    reply_json(r, 200, o);
+    vg_api_reply_json(r, o);
 }
 
 typedef struct record_req {
@@ -301,7 +290,7 @@ void vg_api_breaker_record(vg_req *r)
         cJSON_AddBoolToObject(o, "recorded", true);
         cJSON_AddStringToObject(o, "state", vg_breaker_state_name(st));
     }
-    reply_json(r, 200, o);
+    vg_api_reply_json(r, o);
 }
 
 void vg_api_breaker_reset(vg_req *r)
@@ -312,7 +301,7 @@ void vg_api_breaker_reset(vg_req *r)
     vg_breaker_reset(b);
     vg_log(VG_LOG_INFO, vg_req_id(r), "breaker reset",
            (vg_log_field[]){VG_LS("provider", vg_breaker_name(b))}, 1);
-    reply_json(r, 200, breaker_json(vg_req_app(r), b));
+    vg_api_reply_json(r, breaker_json(vg_req_app(r), b));
 }
 
 void vg_api_breakers_reset(vg_req *r)

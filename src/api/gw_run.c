@@ -890,17 +890,6 @@ static void add_model(cJSON *data, const char *id, const char *const *chain, siz
     cJSON_AddItemToArray(data, m);
 }
 
-static void reply_json(vg_req *r, cJSON *doc)
-{
-    char *s = doc ? cJSON_PrintUnformatted(doc) : NULL;
-    if (s)
-        vg_reply(r, 200, "application/json", s, strlen(s), NULL, 0);
-    else
-        vg_reply_error(r, 503, "out_of_memory", "out of memory");
-    free(s);
-    cJSON_Delete(doc);
-}
-
 /* OpenAI's list shape; each configured model with its chain, and
  * "default", the chain of a request that names no model. */
 void vg_api_gw_models(vg_req *r)
@@ -920,7 +909,7 @@ void vg_api_gw_models(vg_req *r)
         all[i] = gw.provs[i].conf->name;
     if (!vg_config_model(cfg, "default"))
         add_model(data, "default", all, gw.n < VG_MAX_CHAIN ? gw.n : VG_MAX_CHAIN);
-    reply_json(r, doc);
+    vg_api_reply_json(r, doc);
 }
 
 /* Every voice a provider lists, tagged with the provider. */
@@ -936,7 +925,7 @@ void vg_api_gw_voices(vg_req *r)
         }
         cJSON_Delete(list);
     }
-    reply_json(r, doc);
+    vg_api_reply_json(r, doc);
 }
 
 bool vg_gateway_ready(char *detail, size_t cap)
