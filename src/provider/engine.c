@@ -1,8 +1,16 @@
 /* The curl-multi engine: one event thread runs every provider HTTP call
  * and every gateway timer, so HTTP worker threads never block on a
- * provider (SPEC §5). Other threads hand work over through a mutex-held
- * queue and curl_multi_wakeup; the thread sleeps in curl_multi_poll until
- * a socket, curl's own timeout, the next timer or a wakeup needs it.
+ * provider (SPEC §5). The thread sleeps in epoll_wait on curl's sockets
+ * (curl_multi_socket_action), an eventfd that other threads write to wake
+ * it, and a timerfd that carries curl's own timeout.
+ *
+ * A call is started on the submitting thread when the multi handle is
+ * free (trylock): adding it and letting curl send the request costs
+ * microseconds and never blocks (connect, TLS and name resolution are
+ * asynchronous in the multi interface), and it saves a wake-up and a
+ * context switch per miss. Otherwise the call waits in a queue for the
+ * event thread. Either way its answer is read, and on_done runs, on the
+ * event thread.
  *
  * Timers live in a binary min-heap of slot numbers. A timer id is
  * (generation << 32 | slot), so cancelling a timer that already ran (its
@@ -10,11 +18,16 @@
 #include "voxgate/provider.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 /* Answers larger than this fail unless the provider sets its own cap. */
 #define DEFAULT_MAX_RESP ((uint64_t)64 << 20)
@@ -23,6 +36,8 @@
  * that think in silence (STT of a long file sends nothing for a while);
  * below it the call's own timeout bounds a stall anyway. */
 #define LOW_SPEED_WINDOW_S 30L
+/* Socket events taken per epoll_wait. */
+#define MAX_EVENTS 64
 
 typedef struct call_impl {
     vg_http_call pub;              /* first: the public part */
@@ -46,15 +61,21 @@ typedef struct timer_slot {
 struct vg_engine {
     /* libcurl (and through it OpenSSL) is set up on the first call, not
      * at start: a voxgate with only the local provider never pays its
-     * memory. Until then the thread sleeps on cv instead of the multi. */
-    CURLM *multi;                  /* event thread only; NULL until the first call */
-    _Atomic bool has_multi;        /* for wakers on other threads */
-    pthread_cond_t cv;
-    bool kicked;                   /* under mu: something for the thread to look at */
-    uint64_t sleep_until;          /* under mu: when the sleeping thread wakes by itself
-                                      (monotonic ms); 0 while it is awake */
+     * memory. */
+    pthread_mutex_t cmu;           /* guards multi, running, nrunning, curl_due */
+    CURLM *multi;                  /* NULL until the first call */
+    _Atomic bool has_multi;        /* for submitters on other threads */
+    call_impl *running;            /* added to the multi, not yet reaped */
+    size_t nrunning;
+    bool curl_due;                 /* curl asked for socket_action(TIMEOUT) now */
+    int curl_running;              /* transfers curl still runs, after its last action */
+    int ep;                        /* epoll: curl's sockets, wake_fd, curl_tfd */
+    int wake_fd;                   /* eventfd */
+    int curl_tfd;                  /* timerfd: curl's next timeout */
     pthread_t thread;
-    pthread_mutex_t mu;            /* guards everything below but running/multi */
+    pthread_mutex_t mu;            /* guards everything below */
+    uint64_t sleep_until;          /* when the sleeping thread wakes by itself
+                                      (monotonic ms); 0 while it is awake */
     bool stopping;
     call_impl *queue_head, *queue_tail;
     timer_slot *slots;
@@ -64,21 +85,17 @@ struct vg_engine {
     uint32_t *heap;                /* slot numbers, ordered by (due_ms, seq) */
     uint32_t nheap;
     uint64_t timer_seq;
-    call_impl *running;            /* event thread only */
     _Atomic size_t inflight;
 };
 
 static uint64_t mono_ms(void) { return vg_mono_ns() / 1000000u; }
 
-/* Wake the event thread wherever it sleeps (the multi, or cv before it). */
+/* Wake the event thread from epoll_wait (or keep it from sleeping). */
 static void wake(vg_engine *e)
 {
-    pthread_mutex_lock(&e->mu);
-    e->kicked = true;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    if (atomic_load(&e->has_multi))
-        curl_multi_wakeup(e->multi);
+    uint64_t one = 1;
+    while (write(e->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
 }
 
 /* ---- timers (mu held) ---- */
@@ -326,7 +343,8 @@ static void list_unlink(call_impl **head, call_impl *ci)
     ci->prev = ci->next = NULL;
 }
 
-/* Hands a finished call to its owner; the engine forgets it. */
+/* Hands a finished call to its owner; the engine forgets it. Runs on
+ * the event thread without cmu, so on_done may submit again. */
 static void finish(vg_engine *e, call_impl *ci, int code)
 {
     vg_http_call *c = &ci->pub;
@@ -337,6 +355,65 @@ static void finish(vg_engine *e, call_impl *ci, int code)
     ci->on_done(c, ci->ud);
 }
 
+/* Calls that ended in curl, chained through next in the order curl
+ * reported them, out of the multi. cmu held. */
+static call_impl *collect_done(vg_engine *e)
+{
+    call_impl *head = NULL, **tail = &head;
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(e->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *h = m->easy_handle;
+        int code = m->data.result; /* m is invalid after remove_handle */
+        call_impl *ci = NULL;
+        curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&ci);
+        curl_multi_remove_handle(e->multi, h);
+        list_unlink(&e->running, ci);
+        e->nrunning--;
+        ci->pub.curl_code = code;
+        *tail = ci;
+        tail = &ci->next;
+    }
+    return head;
+}
+
+static void finish_list(vg_engine *e, call_impl *ci)
+{
+    while (ci) {
+        call_impl *next = ci->next;
+        finish(e, ci, ci->pub.curl_code);
+        ci = next;
+    }
+}
+
+/* Runs curl's timeouts for as long as it asks for one "now". cmu held. */
+static void run_curl_due(vg_engine *e)
+{
+    for (int i = 0; i < 16 && e->curl_due; i++) {
+        e->curl_due = false;
+        curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &e->curl_running);
+    }
+}
+
+/* Adds a call to the multi and lets curl start it (connect, or write the
+ * request on a kept-alive connection). False when curl refused it. cmu held. */
+static bool start_one(vg_engine *e, call_impl *ci)
+{
+    vg_http_call *c = &ci->pub;
+    curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
+    if (c->mime)
+        curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, c->mime);
+    if (curl_multi_add_handle(e->multi, c->easy) != CURLM_OK)
+        return false;
+    list_push(&e->running, ci);
+    e->nrunning++;
+    e->curl_due = true; /* curl asks for it through the timer callback; be sure */
+    run_curl_due(e);
+    return true;
+}
+
 int vg_engine_submit(vg_engine *e, vg_http_call *c, void (*on_done)(vg_http_call *c, void *ud),
                      void *ud)
 {
@@ -344,18 +421,39 @@ int vg_engine_submit(vg_engine *e, vg_http_call *c, void (*on_done)(vg_http_call
     ci->on_done = on_done;
     ci->ud = ud;
     ci->start_ns = vg_mono_ns();
+    ci->next = NULL;
     pthread_mutex_lock(&e->mu);
     if (e->stopping) {
         pthread_mutex_unlock(&e->mu);
         return VG_EUNAVAIL;
     }
-    ci->next = NULL;
+    atomic_fetch_add(&e->inflight, 1);
+    /* Taken under mu, so a shutdown that sets stopping after this finds
+     * the call in the running list when it aborts them all. */
+    if (atomic_load(&e->has_multi) && pthread_mutex_trylock(&e->cmu) == 0) {
+        pthread_mutex_unlock(&e->mu);
+        bool started = start_one(e, ci);
+        /* A call that ended at once (this one or another) is reaped on
+         * the event thread: wake it. */
+        bool ended = started && (size_t)e->curl_running < e->nrunning;
+        pthread_mutex_unlock(&e->cmu);
+        if (started) {
+            if (ended)
+                wake(e);
+            return VG_OK;
+        }
+        pthread_mutex_lock(&e->mu); /* refused: the event thread fails it */
+        if (e->stopping) {
+            atomic_fetch_sub(&e->inflight, 1);
+            pthread_mutex_unlock(&e->mu);
+            return VG_EUNAVAIL;
+        }
+    }
     if (e->queue_tail)
         e->queue_tail->next = ci;
     else
         e->queue_head = ci;
     e->queue_tail = ci;
-    atomic_fetch_add(&e->inflight, 1);
     pthread_mutex_unlock(&e->mu);
     wake(e);
     return VG_OK;
@@ -442,38 +540,21 @@ static call_impl *take_queue(vg_engine *e)
     return ci;
 }
 
-static void start_queued(vg_engine *e)
+/* Starts what waited in the queue; returns the calls curl refused,
+ * chained, with their code set. cmu held. */
+static call_impl *start_queued(vg_engine *e)
 {
-    call_impl *ci = take_queue(e);
-    while (ci) {
-        call_impl *next = ci->next;
-        vg_http_call *c = &ci->pub;
-        curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
-        if (c->mime)
-            curl_easy_setopt(c->easy, CURLOPT_MIMEPOST, c->mime);
-        if (curl_multi_add_handle(e->multi, c->easy) == CURLM_OK)
-            list_push(&e->running, ci);
-        else
-            finish(e, ci, CURLE_FAILED_INIT);
-        ci = next;
+    call_impl *refused = NULL, **tail = &refused;
+    for (call_impl *ci = take_queue(e), *next; ci; ci = next) {
+        next = ci->next;
+        ci->next = NULL;
+        if (!start_one(e, ci)) {
+            ci->pub.curl_code = CURLE_FAILED_INIT;
+            *tail = ci;
+            tail = &ci->next;
+        }
     }
-}
-
-static void reap_done(vg_engine *e)
-{
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(e->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        CURL *h = m->easy_handle;
-        CURLcode code = m->data.result; /* m is invalid after remove_handle */
-        call_impl *ci = NULL;
-        curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&ci);
-        curl_multi_remove_handle(e->multi, h);
-        list_unlink(&e->running, ci);
-        finish(e, ci, code);
-    }
+    return refused;
 }
 
 /* Shutdown: every call still queued or running ends as aborted; then
@@ -488,11 +569,17 @@ static void abort_all(vg_engine *e)
         finish(e, q, CURLE_ABORTED_BY_CALLBACK);
         q = next;
     }
-    while (e->running) {
-        call_impl *ci = e->running;
-        list_unlink(&e->running, ci);
+    pthread_mutex_lock(&e->cmu);
+    call_impl *run = e->running;
+    for (call_impl *ci = run; ci; ci = ci->next)
         curl_multi_remove_handle(e->multi, ci->pub.easy);
-        finish(e, ci, CURLE_ABORTED_BY_CALLBACK);
+    e->running = NULL;
+    e->nrunning = 0;
+    pthread_mutex_unlock(&e->cmu);
+    while (run) {
+        call_impl *next = run->next;
+        finish(e, run, CURLE_ABORTED_BY_CALLBACK);
+        run = next;
     }
     for (;;) {
         pthread_mutex_lock(&e->mu);
@@ -509,6 +596,46 @@ static void abort_all(vg_engine *e)
     }
 }
 
+/* curl's socket callback: mirror what it wants to hear about in epoll.
+ * socketp is non-NULL once the socket is in the set. cmu held. */
+static int on_socket(CURL *h, curl_socket_t s, int what, void *ud, void *socketp)
+{
+    (void)h;
+    vg_engine *e = ud;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(e->ep, EPOLL_CTL_DEL, s, NULL); /* curl forgets socketp itself */
+        return 0;
+    }
+    struct epoll_event ev = {.data.fd = s};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(e->ep, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+        epoll_ctl(e->ep, EPOLL_CTL_MOD, s, &ev);
+    if (!socketp)
+        curl_multi_assign(e->multi, s, e);
+    return 0;
+}
+
+/* curl's timer callback: "now" is run by whoever drives curl before it
+ * lets go of cmu (run_curl_due); a later deadline arms the timerfd the
+ * event thread sleeps on, so a submitter never has to wake it for that. */
+static int on_timer(CURLM *m, long ms, void *ud)
+{
+    (void)m;
+    vg_engine *e = ud;
+    struct itimerspec its = {0};
+    if (ms == 0)
+        e->curl_due = true;
+    else if (ms > 0) {
+        its.it_value.tv_sec = ms / 1000;
+        its.it_value.tv_nsec = (ms % 1000) * 1000000L;
+    }
+    timerfd_settime(e->curl_tfd, 0, &its, NULL);
+    return 0;
+}
+
 /* libcurl, the first time a call needs it (see struct vg_engine). */
 static bool ensure_multi(vg_engine *e)
 {
@@ -516,46 +643,67 @@ static bool ensure_multi(vg_engine *e)
         return true;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return false;
-    e->multi = curl_multi_init();
-    if (!e->multi) {
+    CURLM *m = curl_multi_init();
+    if (!m) {
         curl_global_cleanup();
         return false;
     }
     /* Thousands of calls to one host: unbounded connections, and a
      * connection cache large enough to keep them for reuse. */
-    curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, 1024L);
+    curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, e);
+    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(m, CURLMOPT_TIMERDATA, e);
+    pthread_mutex_lock(&e->cmu);
+    e->multi = m;
+    pthread_mutex_unlock(&e->cmu);
     atomic_store(&e->has_multi, true);
     return true;
 }
 
-/* Sleep until woken or wait ms pass (-1: a minute), unless a wake came
- * since the last look (kicked), which would otherwise be lost. */
-static void sleep_until_woken(vg_engine *e, long wait)
+/* Sleeps until an event or wait ms (-1: a minute), then hands each
+ * socket event to curl. */
+static void wait_and_dispatch(vg_engine *e, long wait)
 {
     if (wait < 0)
         wait = 60000;
     pthread_mutex_lock(&e->mu);
-    bool kicked = e->kicked;
-    e->kicked = false;
-    if (!kicked)
-        e->sleep_until = mono_ms() + (uint64_t)wait;
-    if (!kicked && !e->multi) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&e->cv, &e->mu, &ts);
-    }
+    e->sleep_until = mono_ms() + (uint64_t)wait;
     pthread_mutex_unlock(&e->mu);
-    if (!kicked && e->multi)
-        curl_multi_poll(e->multi, NULL, 0, (int)wait, NULL);
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(e->ep, evs, MAX_EVENTS, (int)wait);
     pthread_mutex_lock(&e->mu);
     e->sleep_until = 0;
     pthread_mutex_unlock(&e->mu);
+    uint64_t junk;
+    bool curl_work = false;
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == e->wake_fd)
+            (void)!read(fd, &junk, sizeof junk);
+        else
+            curl_work = true;
+    }
+    if (!curl_work)
+        return;
+    pthread_mutex_lock(&e->cmu);
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == e->wake_fd)
+            continue;
+        if (fd == e->curl_tfd) {
+            (void)!read(fd, &junk, sizeof junk);
+            e->curl_due = true;
+            continue;
+        }
+        int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                    (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                    (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(e->multi, fd, flags, &e->curl_running);
+    }
+    run_curl_due(e);
+    pthread_mutex_unlock(&e->cmu);
 }
 
 static void *event_loop(void *arg)
@@ -572,21 +720,42 @@ static void *event_loop(void *arg)
                 next = ci->next;
                 finish(e, ci, CURLE_FAILED_INIT);
             }
-        long wait = -1;
         if (e->multi) {
-            start_queued(e);
-            int running = 0;
-            curl_multi_perform(e->multi, &running);
-            reap_done(e);
-            curl_multi_timeout(e->multi, &wait);
+            pthread_mutex_lock(&e->cmu);
+            call_impl *refused = start_queued(e);
+            run_curl_due(e);
+            call_impl *done = collect_done(e);
+            pthread_mutex_unlock(&e->cmu);
+            finish_list(e, refused);
+            finish_list(e, done);
         }
-        long tw = run_timers(e);
-        if (tw >= 0 && (wait < 0 || tw < wait))
-            wait = tw;
-        sleep_until_woken(e, wait);
+        wait_and_dispatch(e, run_timers(e));
     }
     abort_all(e);
     return NULL;
+}
+
+static void close_fds(vg_engine *e)
+{
+    if (e->ep >= 0)
+        close(e->ep);
+    if (e->wake_fd >= 0)
+        close(e->wake_fd);
+    if (e->curl_tfd >= 0)
+        close(e->curl_tfd);
+}
+
+static bool open_fds(vg_engine *e)
+{
+    e->ep = epoll_create1(EPOLL_CLOEXEC);
+    e->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    e->curl_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (e->ep < 0 || e->wake_fd < 0 || e->curl_tfd < 0)
+        return false;
+    struct epoll_event w = {.events = EPOLLIN, .data.fd = e->wake_fd};
+    struct epoll_event t = {.events = EPOLLIN, .data.fd = e->curl_tfd};
+    return epoll_ctl(e->ep, EPOLL_CTL_ADD, e->wake_fd, &w) == 0 &&
+           epoll_ctl(e->ep, EPOLL_CTL_ADD, e->curl_tfd, &t) == 0;
 }
 
 int vg_engine_new(vg_engine **out)
@@ -595,14 +764,18 @@ int vg_engine_new(vg_engine **out)
     vg_engine *e = calloc(1, sizeof *e);
     if (!e)
         return VG_ENOMEM;
-    if (pthread_mutex_init(&e->mu, NULL) != 0) {
+    e->ep = e->wake_fd = e->curl_tfd = -1;
+    if (!open_fds(e)) {
+        close_fds(e);
         free(e);
         return VG_ERR;
     }
-    pthread_cond_init(&e->cv, NULL);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->cmu, NULL);
     if (pthread_create(&e->thread, NULL, event_loop, e) != 0) {
-        pthread_cond_destroy(&e->cv);
+        pthread_mutex_destroy(&e->cmu);
         pthread_mutex_destroy(&e->mu);
+        close_fds(e);
         free(e);
         return VG_ERR;
     }
@@ -620,10 +793,11 @@ void vg_engine_free(vg_engine *e)
     wake(e);
     pthread_join(e->thread, NULL);
     if (e->multi) {
-        curl_multi_cleanup(e->multi);
+        curl_multi_cleanup(e->multi); /* its socket callbacks still use ep */
         curl_global_cleanup();
     }
-    pthread_cond_destroy(&e->cv);
+    close_fds(e);
+    pthread_mutex_destroy(&e->cmu);
     pthread_mutex_destroy(&e->mu);
     free(e->slots);
     free(e->free_slots);

@@ -1,7 +1,8 @@
 /* The curl-multi engine against the in-test HTTP server (http_stub.c):
  * round trips with header capture, timeouts, refused connections, the
  * answer cap, 500 concurrent hanging calls, timers, shutdown with calls
- * in flight, and connection reuse. */
+ * in flight, calls submitted from many threads at once, and connection
+ * reuse. */
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -334,6 +335,70 @@ static void free_with_calls_in_flight(void **state)
     stub_stop(silent);
 }
 
+/* ---- submitting from many threads ---- */
+
+/* Calls are started on the submitting thread when the multi handle is
+ * free and queued for the event thread when it is not; with eight
+ * threads submitting at once both happen. Every call must end exactly
+ * once, with its own answer, and on_done must run on the event thread. */
+#define SUBMITTERS 8
+#define PER_SUBMITTER 40
+
+typedef struct submitter {
+    vg_engine *e;
+    uint16_t port;
+    pthread_t self;
+    outcome o[PER_SUBMITTER];
+} submitter;
+
+static void *submit_many(void *arg)
+{
+    submitter *sb = arg;
+    for (int i = 0; i < PER_SUBMITTER; i++) {
+        vg_http_call *c = call_to(sb->e, sb->port, "/echo", 5000);
+        char hdr[64];
+        snprintf(hdr, sizeof hdr, "X-Test: %p-%d", (void *)sb, i);
+        c->headers = curl_slist_append(c->headers, hdr);
+        if (vg_engine_submit(sb->e, c, record, &sb->o[i]) != VG_OK)
+            return "submit failed";
+    }
+    return NULL;
+}
+
+static void submits_from_many_threads(void **state)
+{
+    stub_server *s = stub_start(answer, NULL, true);
+    vg_engine *e;
+    assert_int_equal(vg_engine_new(&e), VG_OK);
+    outcome first;
+    run_one(e, call_to(e, stub_port(s), "/echo", 5000), &first); /* libcurl is set up */
+    submitter *sb = calloc(SUBMITTERS, sizeof *sb);
+    for (int t = 0; t < SUBMITTERS; t++) {
+        sb[t].e = e;
+        sb[t].port = stub_port(s);
+        assert_int_equal(pthread_create(&sb[t].self, NULL, submit_many, &sb[t]), 0);
+    }
+    for (int t = 0; t < SUBMITTERS; t++) {
+        void *err;
+        pthread_join(sb[t].self, &err);
+        assert_null(err);
+    }
+    wait_for(SUBMITTERS * PER_SUBMITTER);
+    for (int t = 0; t < SUBMITTERS; t++)
+        for (int i = 0; i < PER_SUBMITTER; i++) {
+            outcome *o = &sb[t].o[i];
+            char want[128];
+            snprintf(want, sizeof want, "GET /echo x-test=%p-%d expect= body=", (void *)&sb[t], i);
+            assert_int_equal(o->curl_code, CURLE_OK);
+            assert_string_equal(o->body, want);
+            assert_true(pthread_equal(o->thread, first.thread));
+        }
+    assert_int_equal(vg_engine_inflight(e), 0);
+    free(sb);
+    vg_engine_free(e);
+    stub_stop(s);
+}
+
 /* ---- connection reuse ---- */
 
 static void reuses_connections(void **state)
@@ -361,6 +426,7 @@ int main(void)
         cmocka_unit_test(many_hanging_calls),
         cmocka_unit_test(timers),
         cmocka_unit_test(free_with_calls_in_flight),
+        cmocka_unit_test(submits_from_many_threads),
         cmocka_unit_test(reuses_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
