@@ -533,7 +533,7 @@ static void tts_put(vg_req *r, const cache_key *k)
     vg_tts_meta m;
     int kv_rc = VG_OK;
     switch (vg_tier_tts_store(app, vg_req_id(r), &k->parts, k->key, k->klen, body, n, ct,
-                              k->ttl_ms, &m, &kv_rc)) {
+                              NULL, k->ttl_ms, &m, &kv_rc)) {
     case VG_TTS_BLOB_FAILED: {
         const char *why = vg_blob_last_error(); /* S3's answer or the transport error */
         vg_reply_error(r, 503, "storage_unavailable", "the audio could not be stored%s%s",

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "gateway.h"
@@ -25,6 +27,8 @@
 #include "voxgate/limiter.h"
 #include "voxgate/log.h"
 
+/* The store thread's nice value (see store_main). */
+#define STORE_NICE 10
 /* Results waiting to be persisted; past it they stay in L1 only. */
 #define GW_STORE_QUEUE_MAX 4096
 
@@ -556,15 +560,17 @@ static void on_success(gw_call *c, gw_prov *gp, vg_presult *pr)
              c->job->kind == VG_KIND_TTS ? pr->content_type : "application/json");
     snprintf(res->key, sizeof res->key, "%.*s", (int)t->klen, t->key);
     snprintf(res->language, sizeof res->language, "%s", t->parts.language);
-    snprintf(res->format, sizeof res->format, "%s",
-             c->job->kind == VG_KIND_TTS ? c->job->format : c->job->response_format);
-    vg_sha256_hex(res->body.data ? res->body.data : "", res->body.len, res->sha256);
+    bool tts = c->job->kind == VG_KIND_TTS;
+    snprintf(res->format, sizeof res->format, "%s", tts ? c->job->format : c->job->response_format);
+    /* Audio's ETag and blob name; the store thread reuses the digest. A
+     * transcript has neither. */
+    if (tts)
+        vg_sha256_hex(res->body.data ? res->body.data : "", res->body.len, res->sha256);
     /* Into L1 and answered now; L2 and the blob store follow on the
      * store thread (their fsyncs would be most of a miss's overhead).
      * An identical request meanwhile is an L1 hit. */
     vg_app *app = gw.app;
     uint64_t now = vg_clock_ms();
-    bool tts = c->job->kind == VG_KIND_TTS;
     uint64_t ttl = (tts ? app->cfg->cache.tts_ttl_s : app->cfg->cache.stt_ttl_s) * 1000u;
     vg_l1_put(app->l1, t->key, t->klen, res->body.data, res->body.len, res->ctype,
               tts ? res->sha256 : NULL, now, now + ttl);
@@ -666,8 +672,8 @@ static bool store_tts(gw_call *c, gw_target *t, gw_result *res)
     vg_tts_meta m;
     int kv_rc = VG_OK;
     return vg_tier_tts_store(app, c->job->rid, &t->parts, t->key, t->klen, res->body.data,
-                             res->body.len, res->ctype, app->cfg->cache.tts_ttl_s * 1000u, &m,
-                             &kv_rc) == VG_TTS_STORED;
+                             res->body.len, res->ctype, res->sha256,
+                             app->cfg->cache.tts_ttl_s * 1000u, &m, &kv_rc) == VG_TTS_STORED;
 }
 
 static void store_done(gw_call *c, bool ok);
@@ -712,6 +718,11 @@ static void store_done(gw_call *c, bool ok)
 static void *store_main(void *arg)
 {
     (void)arg;
+    /* Background work: a request being answered comes first. At nice 10
+     * the thread still gets about a tenth of a busy CPU, so its queue
+     * drains under load; it is never starved. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), STORE_NICE) != 0)
+        vg_log(VG_LOG_DEBUG, NULL, "store thread keeps its priority", NULL, 0);
     pthread_mutex_lock(&gw.mu);
     for (;;) {
         while (!gw.store_head && !gw.stopping)

@@ -103,12 +103,15 @@ int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen
 
 vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_parts *parts,
                                   const char *key, size_t klen, const void *audio, size_t n,
-                                  const char *ctype, uint64_t ttl_ms, vg_tts_meta *m,
-                                  int *kv_rc)
+                                  const char *ctype, const char *sha256, uint64_t ttl_ms,
+                                  vg_tts_meta *m, int *kv_rc)
 {
     *m = (vg_tts_meta){.size = n, .created_ms = vg_clock_ms()};
     snprintf(m->content_type, sizeof m->content_type, "%s", ctype);
-    vg_sha256_hex(audio, n, m->sha256);
+    if (sha256)
+        snprintf(m->sha256, sizeof m->sha256, "%s", sha256);
+    else
+        vg_sha256_hex(audio, n, m->sha256);
     vg_tier_tts_blob_name(key, klen, m->sha256, m->blob);
     vg_tts_meta old;
     uint64_t oexp;

@@ -38,11 +38,13 @@ int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen
 
 typedef enum { VG_TTS_STORED = 0, VG_TTS_BLOB_FAILED, VG_TTS_META_FAILED } vg_tts_store_rc;
 /* Audio to the blob store, then its metadata to L2 (an older blob of the
- * key is removed once the new metadata is in), then L1. m gets the
- * metadata written; *kv_rc the L2 error when the metadata failed. */
+ * key is removed once the new metadata is in), then L1. sha256 is the
+ * audio's hex digest when the caller has it already (NULL: computed
+ * here). m gets the metadata written; *kv_rc the L2 error when the
+ * metadata failed. */
 vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_parts *parts,
                                   const char *key, size_t klen, const void *audio, size_t n,
-                                  const char *ctype, uint64_t ttl_ms, vg_tts_meta *m,
-                                  int *kv_rc);
+                                  const char *ctype, const char *sha256, uint64_t ttl_ms,
+                                  vg_tts_meta *m, int *kv_rc);
 
 #endif
