@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include "api.h"
 #include "gateway.h"
@@ -27,8 +25,6 @@
 #include "voxgate/limiter.h"
 #include "voxgate/log.h"
 
-/* The store thread's nice value (see store_main). */
-#define STORE_NICE 10
 /* Results waiting to be persisted; past it they stay in L1 only. */
 #define GW_STORE_QUEUE_MAX 4096
 
@@ -718,11 +714,6 @@ static void store_done(gw_call *c, bool ok)
 static void *store_main(void *arg)
 {
     (void)arg;
-    /* Background work: a request being answered comes first. At nice 10
-     * the thread still gets about a tenth of a busy CPU, so its queue
-     * drains under load; it is never starved. */
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), STORE_NICE) != 0)
-        vg_log(VG_LOG_DEBUG, NULL, "store thread keeps its priority", NULL, 0);
     pthread_mutex_lock(&gw.mu);
     for (;;) {
         while (!gw.store_head && !gw.stopping)
