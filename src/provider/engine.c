@@ -388,12 +388,19 @@ static void finish_list(vg_engine *e, call_impl *ci)
     }
 }
 
-/* Runs curl's timeouts for as long as it asks for one "now". cmu held. */
+/* Runs curl's timeouts for as long as it asks for one "now", a bounded
+ * number of times; past that the timerfd brings the event thread back
+ * in a millisecond, so a pending "now" is never left without a wake-up.
+ * cmu held. */
 static void run_curl_due(vg_engine *e)
 {
     for (int i = 0; i < 16 && e->curl_due; i++) {
         e->curl_due = false;
         curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &e->curl_running);
+    }
+    if (e->curl_due) {
+        struct itimerspec soon = {.it_value = {.tv_nsec = 1000000L}};
+        timerfd_settime(e->curl_tfd, 0, &soon, NULL);
     }
 }
 
