@@ -81,7 +81,8 @@ try {
 } finally {
   vg.kill('SIGTERM');
   fake.kill('SIGTERM');
-  await Promise.all([once(vg, 'exit'), once(fake, 'exit')]);
+  const exited = (p) => (p.exitCode !== null || p.signalCode !== null ? null : once(p, 'exit'));
+  await Promise.all([exited(vg), exited(fake)]);
   for (const a of Object.values(agents)) a.destroy();
   rmSync(dir, { recursive: true, force: true });
 }
