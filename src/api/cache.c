@@ -277,6 +277,15 @@ static void stt_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
                           vg_buf *val);
 static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64_t exp);
 
+static void l2_answer(vg_req *r, vg_kind kind, const cache_key *k, const l2_hit *h,
+                      uint64_t exp, vg_buf *val)
+{
+    if (kind == VG_KIND_TTS)
+        tts_l2_answer(r, k, h, exp);
+    else
+        stt_l2_answer(r, k, h, exp, val);
+}
+
 typedef struct l2_wait {
     vg_park park;            /* first */
     int rc;
@@ -316,10 +325,7 @@ static void l2w_ready(vg_park *p, vg_req *r)
 {
     l2_wait *w = (l2_wait *)p;
     vg_tier_l2_count(vg_req_app(r), vg_req_id(r), w->rc, (w->t1_ns - w->t0_ns) / 1000u);
-    if (w->kind == VG_KIND_TTS)
-        tts_l2_answer(r, &w->k, &w->h, w->exp);
-    else
-        stt_l2_answer(r, &w->k, &w->h, w->exp, &w->val);
+    l2_answer(r, w->kind, &w->k, &w->h, w->exp, &w->val);
 }
 
 /* True when the read went the non-blocking way (the request is parked
@@ -370,7 +376,9 @@ static void stt_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
     reply_miss(r);
 }
 
-static void stt_get(vg_req *r, const cache_key *k)
+/* GET of an STT or TTS entry: L1, then L2 (parked on the Redis event
+ * thread when the backend has one, else read here). */
+static void entry_get(vg_req *r, const cache_key *k, vg_kind kind)
 {
     vg_app *app = vg_req_app(r);
     vg_l1_item *it = l1_lookup(app, k);
@@ -378,13 +386,13 @@ static void stt_get(vg_req *r, const cache_key *k)
         reply_l1_hit(r, it);
         return;
     }
-    if (l2_read_async(r, k, VG_KIND_STT))
+    if (l2_read_async(r, k, kind))
         return;
     vg_buf val = {0};
     uint64_t exp = 0;
     l2_hit h;
-    l2_decode(VG_KIND_STT, l2_lookup(r, k, &val, &exp), &val, &h);
-    stt_l2_answer(r, k, &h, exp, &val);
+    l2_decode(kind, l2_lookup(r, k, &val, &exp), &val, &h);
+    l2_answer(r, kind, k, &h, exp, &val);
     vg_buf_free(&val);
 }
 
@@ -444,7 +452,7 @@ void vg_api_cache_stt(vg_req *r)
         del_reply(r, &k, vg_kv_del(vg_req_app(r)->kv, k.key, k.klen));
         break;
     default:
-        stt_get(r, &k);
+        entry_get(r, &k, VG_KIND_STT);
     }
 }
 
@@ -486,24 +494,6 @@ static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
     vg_req_set_cache(r, "hit_l2");
     vg_reply_buf(r, 200, m->content_type, &audio, hd, VG_ARRAY_LEN(hd));
     vg_buf_free(&audio);
-}
-
-static void tts_get(vg_req *r, const cache_key *k)
-{
-    vg_app *app = vg_req_app(r);
-    vg_l1_item *it = l1_lookup(app, k);
-    if (it) {
-        reply_l1_hit(r, it);
-        return;
-    }
-    if (l2_read_async(r, k, VG_KIND_TTS))
-        return;
-    vg_buf val = {0};
-    uint64_t exp = 0;
-    l2_hit h;
-    l2_decode(VG_KIND_TTS, l2_lookup(r, k, &val, &exp), &val, &h);
-    tts_l2_answer(r, k, &h, exp);
-    vg_buf_free(&val);
 }
 
 static bool audio_type_ok(vg_req *r, const char **ct)
@@ -577,7 +567,7 @@ void vg_api_cache_tts(vg_req *r)
         tts_del(r, &k);
         break;
     default:
-        tts_get(r, &k);
+        entry_get(r, &k, VG_KIND_TTS);
     }
 }
 
