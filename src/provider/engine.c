@@ -684,21 +684,17 @@ static void wait_and_dispatch(vg_engine *e, long wait)
     e->sleep_until = 0;
     pthread_mutex_unlock(&e->mu);
     uint64_t junk;
-    bool curl_work = false;
+    bool locked = false; /* cmu, taken at the first event that is curl's */
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;
-        if (fd == e->wake_fd)
+        if (fd == e->wake_fd) {
             (void)!read(fd, &junk, sizeof junk);
-        else
-            curl_work = true;
-    }
-    if (!curl_work)
-        return;
-    pthread_mutex_lock(&e->cmu);
-    for (int i = 0; i < n; i++) {
-        int fd = evs[i].data.fd;
-        if (fd == e->wake_fd)
             continue;
+        }
+        if (!locked) {
+            pthread_mutex_lock(&e->cmu);
+            locked = true;
+        }
         if (fd == e->curl_tfd) {
             (void)!read(fd, &junk, sizeof junk);
             e->curl_due = true;
@@ -709,8 +705,10 @@ static void wait_and_dispatch(vg_engine *e, long wait)
                     (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
         curl_multi_socket_action(e->multi, fd, flags, &e->curl_running);
     }
-    run_curl_due(e);
-    pthread_mutex_unlock(&e->cmu);
+    if (locked) {
+        run_curl_due(e);
+        pthread_mutex_unlock(&e->cmu);
+    }
 }
 
 static void *event_loop(void *arg)
