@@ -2,7 +2,10 @@
  * a per-thread buffer and returns; a flusher thread writes the buffers
  * out every flush_ms, so steady state costs neither a malloc nor a
  * write() per line. A global write lock keeps each buffer's bytes
- * contiguous on the fd, so lines from different threads never mix. */
+ * contiguous on the fd, so lines from different threads never mix.
+ * Each buffer has two halves: the flusher writes one while its thread
+ * goes on appending to the other, so a slow stdout delays the flusher,
+ * not the threads that log. */
 #include "voxgate/log.h"
 
 #include <errno.h>
@@ -28,10 +31,13 @@
  * flushed, and the buffer is handed to the next thread that logs. */
 typedef struct logbuf {
     pthread_mutex_t mu;
+    char *data;               /* the half being appended to */
     size_t len;
+    char *out;                /* the other half; a flusher's while `writing` */
+    bool writing;
     bool orphan;
     struct logbuf *next;
-    char data[LOG_BUF_SIZE];
+    char half[2][LOG_BUF_SIZE];
 } logbuf;
 
 static _Atomic int log_level = VG_LOG_INFO;
@@ -286,13 +292,41 @@ static void write_locked(const char *p, size_t n)
     pthread_mutex_unlock(&write_mu);
 }
 
-/* Caller holds b->mu. */
+/* Writes b's pending lines now, on the calling thread. Caller holds
+ * b->mu. A flusher writing the other half holds write_mu until it is
+ * done, so these newer lines cannot overtake it. */
 static void buf_drain(logbuf *b)
 {
     if (b->len) {
         write_locked(b->data, b->len);
         b->len = 0;
     }
+}
+
+/* The flusher's drain: takes the pending half and writes it with b->mu
+ * released, so b's thread keeps logging into the other half meanwhile.
+ * write_mu is taken before b->mu is let go: a drain by the thread itself
+ * (its half full) then waits for this write and cannot reorder lines. */
+static void buf_flush(logbuf *b)
+{
+    pthread_mutex_lock(&b->mu);
+    if (!b->len || b->writing) {
+        pthread_mutex_unlock(&b->mu);
+        return;
+    }
+    char *p = b->data;
+    size_t n = b->len;
+    b->data = b->out;
+    b->out = p;
+    b->len = 0;
+    b->writing = true;
+    pthread_mutex_lock(&write_mu);
+    pthread_mutex_unlock(&b->mu);
+    write_all(atomic_load_explicit(&log_fd, memory_order_relaxed), p, n);
+    pthread_mutex_unlock(&write_mu);
+    pthread_mutex_lock(&b->mu);
+    b->writing = false;
+    pthread_mutex_unlock(&b->mu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -320,6 +354,9 @@ static logbuf *buf_adopt_or_new(void)
         ;
     if (!b && (b = malloc(sizeof(*b)))) {
         pthread_mutex_init(&b->mu, NULL);
+        b->data = b->half[0];
+        b->out = b->half[1];
+        b->writing = false;
         b->len = 0;
         b->next = buf_list;
         buf_list = b;
@@ -342,15 +379,22 @@ static logbuf *thread_buf(void)
     return my_buf;
 }
 
+/* One flush at a time (the flusher, vg_log_flush), so no drain finds a
+ * half still being written and returns before its lines are out. The
+ * list is walked without list_mu, so a thread logging its first line
+ * does not wait for a slow write: buffers are only ever pushed at the
+ * head, and freed only by vg_log_shutdown, after the flusher stopped. */
+static pthread_mutex_t flush_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void flush_all(void)
 {
+    pthread_mutex_lock(&flush_mu);
     pthread_mutex_lock(&list_mu);
-    for (logbuf *b = buf_list; b; b = b->next) {
-        pthread_mutex_lock(&b->mu);
-        buf_drain(b);
-        pthread_mutex_unlock(&b->mu);
-    }
+    logbuf *b = buf_list;
     pthread_mutex_unlock(&list_mu);
+    for (; b; b = b->next)
+        buf_flush(b);
+    pthread_mutex_unlock(&flush_mu);
 }
 
 /* Rare: a line bigger than a whole buffer, or no buffer at all. */

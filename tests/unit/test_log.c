@@ -7,6 +7,9 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <time.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -388,6 +391,102 @@ static void test_long_line(void **state)
     free(big);
 }
 
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int step;              /* 1: "one" logged; 2: go on; 3: "two" logged */
+} stepper;
+
+static void step_to(stepper *s, int step)
+{
+    pthread_mutex_lock(&s->mu);
+    s->step = step;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits up to ms for s->step >= step; true when it got there. */
+static bool step_wait(stepper *s, int step, int ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    while (s->step < step && rc == 0)
+        rc = pthread_cond_timedwait(&s->cv, &s->mu, &dl);
+    bool ok = s->step >= step;
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+static void *log_twice(void *arg)
+{
+    stepper *s = arg;
+    vg_log(VG_LOG_INFO, NULL, "one", NULL, 0);
+    step_to(s, 1);
+    step_wait(s, 2, 60000);
+    vg_log(VG_LOG_INFO, NULL, "two", NULL, 0);
+    step_to(s, 3);
+    return NULL;
+}
+
+static void *flush_now(void *arg)
+{
+    (void)arg;
+    vg_log_flush();
+    return NULL;
+}
+
+/* A flush stuck on a full pipe does not hold up the thread that logs: it
+ * keeps appending to its other half, and its lines come out in order
+ * once the pipe drains. */
+static void test_slow_stdout_does_not_stall(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    /* Fill the pipe, so the next write blocks until someone reads. */
+    int fl = fcntl(p[1], F_GETFL);
+    assert_int_equal(fcntl(p[1], F_SETFL, fl | O_NONBLOCK), 0);
+    char fill[4096];
+    memset(fill, 'x', sizeof fill);
+    size_t filled = 0;
+    for (ssize_t w; (w = write(p[1], fill, sizeof fill)) > 0;)
+        filled += (size_t)w;
+    assert_int_equal(fcntl(p[1], F_SETFL, fl), 0);
+    vg_log_init(p[1], VG_LOG_INFO, 60000);
+
+    stepper s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t lg, fl_th, rd;
+    assert_int_equal(pthread_create(&lg, NULL, log_twice, &s), 0);
+    assert_true(step_wait(&s, 1, 5000));
+    assert_int_equal(pthread_create(&fl_th, NULL, flush_now, NULL), 0);
+    usleep(200 * 1000); /* the flush took "one" and is blocked writing it */
+    step_to(&s, 2);
+    assert_true(step_wait(&s, 3, 2000)); /* logging "two" did not wait for the pipe */
+
+    drain_arg d = {.fd = p[0]};
+    assert_int_equal(pthread_create(&rd, NULL, drain, &d), 0);
+    pthread_join(fl_th, NULL);
+    pthread_join(lg, NULL);
+    vg_log_shutdown();
+    close(p[1]);
+    pthread_join(rd, NULL);
+    close(p[0]);
+    assert_true(d.len > filled);
+    const char *lines = d.data + filled;
+    assert_int_equal(count_lines(lines), 2);
+    const char *one = strstr(lines, "\"msg\":\"one\"}\n"), *two = strstr(lines, "\"msg\":\"two\"}\n");
+    assert_true(one && two && one < two);
+    free(d.data);
+}
+
 int main(void)
 {
     vg_clock_ms = fake_clock;
@@ -403,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_exited_thread_flushed),
         cmocka_unit_test(test_flusher_timer),
         cmocka_unit_test(test_long_line),
+        cmocka_unit_test(test_slow_stdout_does_not_stall),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
