@@ -41,6 +41,23 @@ void *vg_json_parse_exact(const char *buf, size_t len);
  * vg_json_parse_exact accepts. */
 bool vg_json_valid(const char *buf, size_t len);
 
+/* Byte spans of values inside a JSON text that is known to be valid
+ * (vg_json_parse_exact accepted it), so that a value can be stored as
+ * its sender wrote it rather than as a re-serialisation, which would
+ * round numbers past 2^53 and rewrite 1.0e2 as 100. */
+typedef struct vg_json_iter {
+    const char *p, *e;
+} vg_json_iter;
+/* Start on the array that buf holds; false when it is not one. */
+bool vg_json_array(vg_json_iter *it, const char *buf, size_t len);
+/* The array's next element; false at the end. */
+bool vg_json_next(vg_json_iter *it, const char **v, size_t *vlen);
+/* The value of the object's first member called name. False when it has
+ * none, and when any key is written with an escape: cJSON matches
+ * decoded names, and a raw match could then pick another member. */
+bool vg_json_member(const char *obj, size_t len, const char *name, const char **v,
+                    size_t *vlen);
+
 /* Strict "YYYY-MM-DDTHH:MM:SS.mmmZ" -> ms since the epoch. */
 int vg_parse_rfc3339_ms(const char *s, uint64_t *ms);
 

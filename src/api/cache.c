@@ -625,7 +625,9 @@ static bool item_fields_ok(const cJSON *o, vg_kind kind, bkind what, key_err *e)
     return true;
 }
 
-static bool item_parse(vg_app *app, const cJSON *o, bitem *b)
+/* raw: the set item's result as its sender wrote it, or NULL (then it is
+ * re-serialised from the tree). */
+static bool item_parse(vg_app *app, const cJSON *o, const char *raw, size_t rawlen, bitem *b)
 {
     key_err *e = &b->err;
     if (!cJSON_IsObject(o))
@@ -647,11 +649,15 @@ static bool item_parse(vg_app *app, const cJSON *o, bitem *b)
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(o, "result");
     if (!res)
         return fail(e, "missing_parameter", "result is required%s", "");
-    char *raw = cJSON_PrintUnformatted(res);
+    char *printed = raw ? NULL : cJSON_PrintUnformatted(res);
+    if (printed) {
+        raw = printed;
+        rawlen = strlen(printed);
+    }
     int rc = raw ? vg_stt_entry_encode(&b->val, b->k.parts.provider, b->k.parts.language,
-                                       vg_clock_ms(), raw, strlen(raw))
+                                       vg_clock_ms(), raw, rawlen)
                  : VG_ENOMEM;
-    free(raw);
+    free(printed);
     if (rc != VG_OK)
         return fail(e, "internal", "cannot encode the entry%s", "");
     return true;
@@ -772,16 +778,37 @@ static cJSON *batch_list(const cJSON *doc, const char *name, key_err *e, bool *o
     return l;
 }
 
+/* A set item's result as written in the body: the item's span comes
+ * from sets, walked in step with the tree. NULL when there is no such
+ * span, or when the text is not strict JSON (cJSON is more lenient than
+ * the L2 read path's check): the tree's re-serialisation is stored then. */
+static const char *raw_result(vg_json_iter *sets, bool walk, size_t *len)
+{
+    const char *item, *v;
+    size_t ilen;
+    if (!walk || !vg_json_next(sets, &item, &ilen) ||
+        !vg_json_member(item, ilen, "result", &v, len) || !vg_json_valid(v, *len))
+        return NULL;
+    return v;
+}
+
 /* Parse every item, serve GETs from L1 where possible, and queue the rest
  * as kv ops in the order get, set, delete (one kv round trip). */
-static size_t batch_plan(vg_app *app, cJSON *lists[3], bitem *items, vg_kv_op *ops)
+static size_t batch_plan(vg_app *app, const char *body, size_t blen, cJSON *lists[3],
+                         bitem *items, vg_kv_op *ops)
 {
     size_t n = 0, nops = 0;
+    const char *sv;
+    size_t sl;
+    vg_json_iter sets;
+    bool walk = vg_json_member(body, blen, "set", &sv, &sl) && vg_json_array(&sets, sv, sl);
     for (int w = 0; w < 3; w++) {
         for (cJSON *o = lists[w] ? lists[w]->child : NULL; o; o = o->next, n++) {
             bitem *b = &items[n];
             *b = (bitem){.what = (bkind)w, .op = -1, .meta_op = -1};
-            b->failed = !item_parse(app, o, b);
+            size_t rl = 0;
+            const char *raw = w == B_SET ? raw_result(&sets, walk, &rl) : NULL;
+            b->failed = !item_parse(app, o, raw, rl, b);
             if (b->failed)
                 continue;
             if (b->what == B_GET) {
@@ -899,7 +926,7 @@ void vg_api_cache_batch(vg_req *r)
     }
     bitem *items = calloc(n ? n : 1, sizeof *items);
     vg_kv_op *ops = calloc(n ? 2 * n : 1, sizeof *ops);
-    size_t nops = items && ops ? batch_plan(app, lists, items, ops) : 0;
+    size_t nops = items && ops ? batch_plan(app, body, len, lists, items, ops) : 0;
     int rc = nops ? vg_kv_batch(app->kv, ops, nops) : VG_OK;
     for (size_t i = 0; rc != VG_OK && i < nops; i++)
         ops[i].rc = rc < 0 ? rc : VG_ERR;

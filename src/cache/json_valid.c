@@ -199,3 +199,90 @@ key:
     p++;
     goto value;
 }
+
+/* ---- spans in text already known to be valid JSON ---- */
+
+/* Just past the value that starts at p (no whitespace before it). */
+static const char *skip_value(const char *p, const char *e)
+{
+    if (*p == '"')
+        return scan_string(p + 1, e);
+    if (*p != '{' && *p != '[') {
+        while (p < e && !memchr(",]} \t\n\r", *p, 8))
+            p++;
+        return p;
+    }
+    size_t depth = 0;
+    while (p < e) {
+        char c = *p++;
+        if (c == '"')
+            p = scan_string(p, e);
+        else if (c == '{' || c == '[')
+            depth++;
+        else if ((c == '}' || c == ']') && --depth == 0)
+            return p;
+        if (!p)
+            return NULL;
+    }
+    return NULL;
+}
+
+bool vg_json_array(vg_json_iter *it, const char *buf, size_t len)
+{
+    const char *p = skip_ws(buf, buf + len);
+    it->p = p < buf + len && *p == '[' ? p + 1 : NULL;
+    it->e = buf + len;
+    return it->p != NULL;
+}
+
+/* Past the separator after a value; e at the closing bracket. */
+static const char *after_item(const char *p, const char *e)
+{
+    p = skip_ws(p, e);
+    return p < e && *p == ',' ? p + 1 : e;
+}
+
+bool vg_json_next(vg_json_iter *it, const char **v, size_t *vlen)
+{
+    if (!it->p)
+        return false;
+    const char *p = skip_ws(it->p, it->e);
+    const char *end = p < it->e && *p != ']' ? skip_value(p, it->e) : NULL;
+    if (!end) {
+        it->p = NULL;
+        return false;
+    }
+    *v = p;
+    *vlen = (size_t)(end - p);
+    it->p = after_item(end, it->e);
+    return true;
+}
+
+bool vg_json_member(const char *obj, size_t len, const char *name, const char **v,
+                    size_t *vlen)
+{
+    const char *e = obj + len, *p = skip_ws(obj, e);
+    if (p >= e || *p != '{')
+        return false;
+    size_t nl = strlen(name);
+    bool found = false;
+    for (p++;;) {
+        p = skip_ws(p, e);
+        if (p >= e || *p != '"')
+            return found; /* the closing brace */
+        const char *k = p, *kend = scan_string(p + 1, e);
+        if (!kend || memchr(k, '\\', (size_t)(kend - k)))
+            return false; /* an escaped key: its decoded name is not its text */
+        p = skip_ws(kend, e);
+        const char *val = p < e && *p == ':' ? skip_ws(p + 1, e) : e;
+        const char *end = val < e ? skip_value(val, e) : NULL;
+        if (!end)
+            return false;
+        if (!found && (size_t)(kend - k) == nl + 2 && memcmp(k + 1, name, nl) == 0) {
+            *v = val;
+            *vlen = (size_t)(end - val);
+            found = true;
+        }
+        p = after_item(end, e);
+    }
+}

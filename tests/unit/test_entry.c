@@ -192,6 +192,51 @@ static void json_valid_every_offset(void **state)
     }
 }
 
+static void assert_span(const char *v, size_t n, const char *want)
+{
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(v, want, n);
+}
+
+/* Members and elements come back as the bytes their sender wrote:
+ * numbers unrounded, strings with brackets, quotes and escapes inside
+ * skipped whole, whitespace around them left out. */
+static void json_spans(void **state)
+{
+    const char *doc = " { \"a\" : [1, {\"x\":\"]}\\\"\"}] , \"result\":\t12345678901234567890 ,"
+                      "\"n\":1.0e2, \"result\":2 , \"s\" : \"a,b}\" } ";
+    const char *v;
+    size_t n;
+    assert_true(vg_json_member(doc, strlen(doc), "result", &v, &n));
+    assert_span(v, n, "12345678901234567890"); /* the first of two, as cJSON picks */
+    assert_true(vg_json_member(doc, strlen(doc), "n", &v, &n));
+    assert_span(v, n, "1.0e2");
+    assert_true(vg_json_member(doc, strlen(doc), "s", &v, &n));
+    assert_span(v, n, "\"a,b}\"");
+    assert_false(vg_json_member(doc, strlen(doc), "res", &v, &n));
+    assert_true(vg_json_member(doc, strlen(doc), "a", &v, &n));
+    assert_span(v, n, "[1, {\"x\":\"]}\\\"\"}]");
+
+    vg_json_iter it;
+    assert_true(vg_json_array(&it, v, n));
+    const char *want[] = {"1", "{\"x\":\"]}\\\"\"}"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_true(vg_json_next(&it, &v, &n));
+        assert_span(v, n, want[i]);
+    }
+    assert_false(vg_json_next(&it, &v, &n));
+    assert_false(vg_json_next(&it, &v, &n));
+
+    assert_true(vg_json_array(&it, " [ ] ", 5));
+    assert_false(vg_json_next(&it, &v, &n));
+    assert_false(vg_json_array(&it, "{}", 2));
+    assert_false(vg_json_member("[]", 2, "a", &v, &n));
+    assert_false(vg_json_member("{}", 2, "a", &v, &n));
+    /* An escaped key decodes to a name its text does not show: no span. */
+    const char *esc = "{\"res\\u0075lt\":1,\"result\":2}";
+    assert_false(vg_json_member(esc, strlen(esc), "result", &v, &n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +245,7 @@ int main(void)
         cmocka_unit_test(content_types), cmocka_unit_test(parse_exact),
         cmocka_unit_test(json_valid_agrees), cmocka_unit_test(json_valid_strict),
         cmocka_unit_test(json_valid_depth), cmocka_unit_test(json_valid_every_offset),
+        cmocka_unit_test(json_spans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
