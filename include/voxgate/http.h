@@ -99,6 +99,10 @@ const char *vg_req_path(const vg_req *r);
 struct vg_app *vg_req_app(const vg_req *r);
 const char *vg_req_query(vg_req *r, const char *name);
 const char *vg_req_header(vg_req *r, const char *name);
+/* The peer's address as text ("127.0.0.1", "::1"); "unknown" when the
+ * socket has none to give. The peer is the last hop: behind a proxy,
+ * the proxy. */
+void vg_req_peer(vg_req *r, char *out, size_t cap);
 /* Path parameter i (of the route pattern); NULL when absent. */
 const char *vg_req_param(const vg_req *r, size_t i, size_t *len);
 /* The whole body; never NULL (empty string when there is none). */

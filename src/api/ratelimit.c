@@ -412,18 +412,25 @@ void vg_api_ratelimit_key(vg_req *r)
 
 /* ---- the client rate limit on /v1 (ratelimit.client_policy) ---- */
 
-/* Who is calling: a digest of the bearer token (never the key itself), or
- * "anonymous" when there is none (no keys configured). */
-static void client_id(vg_req *r, char out[33])
+#define CLIENT_ID_MAX 64
+
+/* Who is calling. With keys configured, auth has checked the bearer
+ * token: a digest of it (never the key itself). Without, a token is
+ * unchecked and anyone could take a fresh budget with a made-up one, so
+ * the peer address is the client ("ip:..."; behind a proxy, the proxy). */
+static void client_id(vg_req *r, char out[CLIENT_ID_MAX])
 {
+    const vg_config *cfg = vg_req_app(r)->cfg;
     const char *hv = vg_req_header(r, "Authorization");
-    if (!hv || strncasecmp(hv, "Bearer ", 7) != 0) {
-        snprintf(out, 33, "anonymous");
+    if (cfg->n_api_keys + cfg->n_admin_keys == 0 || !hv || strncasecmp(hv, "Bearer ", 7) != 0) {
+        char ip[48];
+        vg_req_peer(r, ip, sizeof ip);
+        snprintf(out, CLIENT_ID_MAX, "ip:%s", ip);
         return;
     }
     char hex[VG_SHA256_HEX + 1];
     vg_sha256_hex(hv + 7, strlen(hv + 7), hex);
-    snprintf(out, 33, "%.32s", hex);
+    snprintf(out, CLIENT_ID_MAX, "%.32s", hex);
 }
 
 bool vg_api_client_limit(vg_req *r)
@@ -432,7 +439,7 @@ bool vg_api_client_limit(vg_req *r)
     const vg_policy_conf *pol = vg_config_policy(app->cfg, app->cfg->ratelimit.client_policy);
     if (!pol)
         return true;
-    char id[33];
+    char id[CLIENT_ID_MAX];
     client_id(r, id);
     vg_rl_req rq = {.key = id, .klen = strlen(id), .cost = 1};
     rl_err e;

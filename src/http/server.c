@@ -91,6 +91,19 @@ const char *vg_req_header(vg_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+void vg_req_peer(vg_req *r, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    const void *a = !sa                         ? NULL
+                  : sa->sa_family == AF_INET  ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                  : sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                                              : NULL;
+    if (!a || !inet_ntop(sa->sa_family, a, out, (socklen_t)cap))
+        snprintf(out, cap, "unknown");
+}
+
 const char *vg_req_param(const vg_req *r, size_t i, size_t *len)
 {
     if (i >= r->match.nparams)

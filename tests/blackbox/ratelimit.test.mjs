@@ -6,6 +6,7 @@
 // nothing written; fail_mode open/closed while Redis is down; recovery.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { startVoxgate, stopVoxgate, cleanup, req } from './lib.mjs';
 import { startRedis, redisRaw, monitor, FORBIDDEN } from './redis-lib.mjs';
 
@@ -240,6 +241,40 @@ describe('configured policies and the client rate limit (in-process)', { timeout
     const s = (await req(gated, 'GET', '/stats', { headers: { Authorization: 'Bearer admin1' } })).json;
     assert.ok(s.ratelimit.clients.denied >= 2, JSON.stringify(s.ratelimit));
     assert.ok(s.ratelimit.clients.allowed >= 4);
+  });
+});
+
+// A GET from a chosen loopback source address (all of 127/8 is local).
+function getFrom(vg, from, path, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(path, vg.url);
+    http.get({ host: u.hostname, port: u.port, path: u.pathname + u.search, localAddress: from, headers, agent: false }, (res) => {
+      let text = '';
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text }));
+    }).on('error', reject);
+  });
+}
+
+describe('the client rate limit with no keys configured', { timeout: 60000 }, () => {
+  let vg;
+  before(async () => {
+    vg = await startVoxgate({ config: { ratelimit: { policies: { clients: { limit: 3, window_ms: 60000 } }, client_policy: 'clients' } } });
+  });
+  after(async () => { if (vg) { await stopVoxgate(vg); cleanup(vg); } });
+
+  test('each client address has its own budget, and a made-up token does not buy a new one', async () => {
+    const path = '/v1/ratelimit/x?limit=1&window_ms=1000';
+    for (let i = 0; i < 3; i++) assert.equal((await getFrom(vg, '127.0.0.1', path)).status, 200);
+    const r = await getFrom(vg, '127.0.0.1', path);
+    assert.equal(r.status, 429, r.text);
+    assert.equal(r.headers['x-ratelimit-limit'], '3');
+    for (const token of ['a', 'b']) // unchecked without keys: not an identity
+      assert.equal((await getFrom(vg, '127.0.0.1', path, { Authorization: `Bearer ${token}` })).status, 429);
+    assert.equal((await getFrom(vg, '127.0.0.2', path)).status, 200, 'another address');
+    const s = (await req(vg, 'GET', '/stats')).json;
+    assert.equal(s.ratelimit.clients.allowed, 4);
+    assert.equal(s.ratelimit.clients.denied, 3);
   });
 });
 
