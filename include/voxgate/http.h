@@ -99,6 +99,12 @@ const char *vg_req_path(const vg_req *r);
 struct vg_app *vg_req_app(const vg_req *r);
 const char *vg_req_query(vg_req *r, const char *name);
 const char *vg_req_header(vg_req *r, const char *name);
+/* A header for whatever reply this request gets, unless the reply gives
+ * one of the same name itself. name must outlive the request; value is
+ * copied. False when it does not fit (VG_REQ_EXTRA_MAX headers, values
+ * under 32 bytes). */
+#define VG_REQ_EXTRA_MAX 4
+bool vg_req_add_header(vg_req *r, const char *name, const char *value);
 /* The peer's address as text ("127.0.0.1", "::1"); "unknown" when the
  * socket has none to give. The peer is the last hop: behind a proxy,
  * the proxy. */

@@ -450,12 +450,21 @@ bool vg_api_client_limit(vg_req *r)
         reply_closed(r);
         return false;
     }
-    if (res.allowed)
-        return true;
     char lim[24], rem[24], reset[24], retry[24];
     snprintf(lim, sizeof lim, "%llu", (unsigned long long)res.limit);
     snprintf(rem, sizeof rem, "%llu", (unsigned long long)res.remaining);
     snprintf(reset, sizeof reset, "%llu", (unsigned long long)((res.reset_ms + 999) / 1000));
+    if (res.allowed) {
+        /* The client sees its budget on every answer, not only at 429 (a
+         * reply that carries its own X-RateLimit-*, a check's, wins). Not
+         * when the store is down: the budget is unknown then. */
+        if (fail_open)
+            return true;
+        vg_req_add_header(r, "X-RateLimit-Limit", lim);
+        vg_req_add_header(r, "X-RateLimit-Remaining", rem);
+        vg_req_add_header(r, "X-RateLimit-Reset", reset);
+        return true;
+    }
     uint64_t ra = (res.retry_after_ms + 999) / 1000;
     snprintf(retry, sizeof retry, "%llu", (unsigned long long)(ra ? ra : 1));
     vg_header h[] = {{"X-RateLimit-Limit", lim}, {"X-RateLimit-Remaining", rem},

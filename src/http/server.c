@@ -52,6 +52,9 @@ struct vg_req {
     bool parked;            /* suspended; guarded by srv.park_mu */
     vg_req *park_prev, *park_next;
     char id[VG_REQID_MAX + 1];
+    /* vg_req_add_header's, sent with whatever reply comes */
+    struct { const char *name; char value[32]; } extra[VG_REQ_EXTRA_MAX];
+    size_t nextra;
 };
 
 static struct {
@@ -121,6 +124,25 @@ const char *vg_req_body(const vg_req *r, size_t *len)
 
 /* ---- replies ---- */
 
+static bool header_given(const vg_header *hdrs, size_t nh, const char *name)
+{
+    for (size_t i = 0; i < nh; i++)
+        if (hdrs[i].value && strcasecmp(hdrs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+bool vg_req_add_header(vg_req *r, const char *name, const char *value)
+{
+    size_t n = strlen(value);
+    if (r->nextra == VG_REQ_EXTRA_MAX || n >= sizeof r->extra[0].value)
+        return false;
+    r->extra[r->nextra].name = name;
+    memcpy(r->extra[r->nextra].value, value, n + 1);
+    r->nextra++;
+    return true;
+}
+
 static void queue(vg_req *r, unsigned status, struct MHD_Response *resp, const char *ctype,
                   size_t len, const vg_header *hdrs, size_t nh)
 {
@@ -136,6 +158,9 @@ static void queue(vg_req *r, unsigned status, struct MHD_Response *resp, const c
     for (size_t i = 0; i < nh; i++)
         if (hdrs[i].value)
             MHD_add_response_header(resp, hdrs[i].name, hdrs[i].value);
+    for (size_t i = 0; i < r->nextra; i++)
+        if (!header_given(hdrs, nh, r->extra[i].name))
+            MHD_add_response_header(resp, r->extra[i].name, r->extra[i].value);
     if (MHD_queue_response(r->conn, status, resp) != MHD_YES)
         vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
     MHD_destroy_response(resp);

@@ -222,7 +222,17 @@ describe('configured policies and the client rate limit (in-process)', { timeout
 
   test('client_policy: each API key gets L requests on /v1, then 429 with Retry-After', async () => {
     const get = (key) => req(gated, 'GET', `/v1/ratelimit/x?limit=1&window_ms=1000`, { headers: { Authorization: `Bearer ${key}` } });
-    for (let i = 0; i < 3; i++) assert.equal((await get('user1')).status, 200);
+    // An allowed answer shows the client's budget too; a check's own
+    // X-RateLimit-* (the key it checked) wins over the client's.
+    const v1 = await req(gated, 'GET', '/v1/models', { headers: { Authorization: 'Bearer user1' } });
+    assert.equal(v1.status, 200, v1.text);
+    assert.equal(v1.headers.get('x-ratelimit-limit'), '3');
+    assert.equal(v1.headers.get('x-ratelimit-remaining'), '2');
+    assert.ok(Number(v1.headers.get('x-ratelimit-reset')) >= 1);
+    const own = await get('user1');
+    assert.equal(own.status, 200);
+    assert.equal(own.headers.get('x-ratelimit-limit'), '1', 'the peeked key\'s, not the client\'s');
+    assert.equal((await get('user1')).status, 200); // the third of 3
     const r = await get('user1');
     assert.equal(r.status, 429, r.text);
     assert.equal(r.json.error.code, 'rate_limited');
