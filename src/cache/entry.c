@@ -12,22 +12,51 @@
 
 #include "voxgate/keys.h"
 
+/* n digits at s exactly (no sign, no space), or -1. */
+static int fixed_digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+static bool leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian, y >= 1970). */
+static uint64_t days_since_epoch(int y, int m, int d)
+{
+    static const int before[] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+    /* Leap days in the years before y, counted from year 0, minus 1970's. */
+    int p = y - 1;
+    uint64_t leaps = (uint64_t)(p / 4 - p / 100 + p / 400) - 477;
+    uint64_t days = (uint64_t)(y - 1970) * 365u + leaps + (uint64_t)before[m - 1] + (uint64_t)d - 1;
+    return days + (m > 2 && leap_year(y));
+}
+
+/* On every L2 hit (entries carry their creation time), so by hand: the
+ * format is fixed, and sscanf's %u would also take " 1" or "+1". */
 int vg_parse_rfc3339_ms(const char *s, uint64_t *ms)
 {
-    unsigned Y, M, D, h, m, sec, milli;
-    int n = 0;
-    if (strlen(s) != 24 ||
-        sscanf(s, "%4u-%2u-%2uT%2u:%2u:%2u.%3uZ%n", &Y, &M, &D, &h, &m, &sec, &milli, &n) != 7 ||
-        n != 24)
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+    for (size_t i = 0; i < sizeof shape - 1; i++)
+        if (!s[i] || (shape[i] != 'd' && s[i] != shape[i]))
+            return VG_EINVAL;
+    if (s[sizeof shape - 1])
         return VG_EINVAL;
-    if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+    int Y = fixed_digits(s, 4), M = fixed_digits(s + 5, 2), D = fixed_digits(s + 8, 2),
+        h = fixed_digits(s + 11, 2), m = fixed_digits(s + 14, 2), sec = fixed_digits(s + 17, 2),
+        milli = fixed_digits(s + 20, 3);
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (Y < 1970 || M < 1 || M > 12 || D < 1 || h < 0 || h > 23 || m < 0 || m > 59 ||
+        sec < 0 || sec > 60 || milli < 0 || D > mdays[M - 1] + (M == 2 && leap_year(Y)))
         return VG_EINVAL;
-    struct tm tm = {.tm_year = (int)Y - 1900, .tm_mon = (int)M - 1, .tm_mday = (int)D,
-                    .tm_hour = (int)h, .tm_min = (int)m, .tm_sec = (int)sec};
-    time_t t = timegm(&tm);
-    if (t < 0)
-        return VG_EINVAL;
-    *ms = (uint64_t)t * 1000u + milli;
+    uint64_t secs = days_since_epoch(Y, M, D) * 86400u + (uint64_t)h * 3600u + (uint64_t)m * 60u +
+                    (uint64_t)sec;
+    *ms = secs * 1000u + (uint64_t)milli;
     return VG_OK;
 }
 

@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
@@ -90,6 +92,35 @@ static void rfc3339(void **state)
     vg_format_rfc3339_ms(1764000000123ull, out);
     assert_int_equal(vg_parse_rfc3339_ms(out, &ms), VG_OK);
     assert_int_equal(ms, 1764000000123ull);
+    /* Exactly the fixed shape: no sign, no space, no missing day. */
+    const char *bad[] = {"2026- 1-01T00:00:00.000Z", "2026-+1-01T00:00:00.000Z",
+                         "+026-01-01T00:00:00.000Z", "2026-01-01 00:00:00.000Z",
+                         "2026-02-29T00:00:00.000Z", "2100-02-29T00:00:00.000Z",
+                         "2026-04-31T00:00:00.000Z", "2026-01-00T00:00:00.000Z",
+                         "1969-12-31T23:59:59.999Z", "2026-01-01T24:00:00.000Z",
+                         "2026-01-01T00:60:00.000Z", "2026-01-01T00:00:61.000Z",
+                         "2026-01-01T00:00:00.-01Z", "2026-01-01T00:00:00.000",  ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(vg_parse_rfc3339_ms(bad[i], &ms), VG_EINVAL);
+    assert_int_equal(vg_parse_rfc3339_ms("2000-02-29T00:00:00.000Z", &ms), VG_OK);
+    assert_int_equal(vg_parse_rfc3339_ms("2028-02-29T23:59:60.999Z", &ms), VG_OK);
+}
+
+/* The date arithmetic agrees with timegm on every day from 1970 to 2400,
+ * at a time of day that moves with the day. */
+static void rfc3339_every_day(void **state)
+{
+    for (int64_t day = 0; day < 157000; day++) {
+        time_t t = (time_t)(day * 86400 + (day * 7919) % 86400);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char s[96];
+        snprintf(s, sizeof s, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(day % 1000));
+        uint64_t ms;
+        assert_int_equal(vg_parse_rfc3339_ms(s, &ms), VG_OK);
+        assert_true(ms == (uint64_t)t * 1000u + (uint64_t)(day % 1000));
+    }
 }
 
 static void content_types(void **state)
@@ -245,7 +276,7 @@ int main(void)
         cmocka_unit_test(content_types), cmocka_unit_test(parse_exact),
         cmocka_unit_test(json_valid_agrees), cmocka_unit_test(json_valid_strict),
         cmocka_unit_test(json_valid_depth), cmocka_unit_test(json_valid_every_offset),
-        cmocka_unit_test(json_spans),
+        cmocka_unit_test(json_spans), cmocka_unit_test(rfc3339_every_day),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
