@@ -653,6 +653,7 @@ static bool seen_before(const cJSON *obj, const cJSON *child)
 static int walk_object(walk *w, void *base, const opt *tab, size_t n, size_t root_len,
                        const cJSON *obj);
 static int walk_providers(walk *w, const cJSON *obj);
+static int walk_voices(walk *w, vg_provider_conf *p, const cJSON *obj);
 static int walk_policies(walk *w, const cJSON *obj);
 static int walk_models(walk *w, const cJSON *obj);
 
@@ -675,6 +676,8 @@ static int walk_member(walk *w, void *base, const opt *tab, size_t n, size_t roo
         rc = walk_policies(w, c);
     else if (tab == main_opts && !strcmp(rel, "models"))
         rc = walk_models(w, c);
+    else if (tab == provider_opts && !strcmp(rel, "voices"))
+        rc = walk_voices(w, base, c);
     else if (is_group(tab, n, rel))
         rc = walk_object(w, base, tab, n, root_len, c);
     else
@@ -737,6 +740,46 @@ static int walk_provider(walk *w, const cJSON *obj, const cJSON *c)
         rc = walk_object(w, p, provider_opts, VG_ARRAY_LEN(provider_opts), strlen(w->path), c);
     pop(w, saved);
     return rc;
+}
+
+/* A provider's "voices": request voice -> this provider's voice. Both
+ * sides follow the identifier rule, as every provider's voice ids do. */
+static int walk_voices(walk *w, vg_provider_conf *p, const cJSON *obj)
+{
+    if (!cJSON_IsObject(obj))
+        return fail(w->err, w->errlen, w->path, "expected an object of voice names");
+    p->n_voices = 0; /* a file replaces the whole map */
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        size_t saved;
+        const char *from = c->string ? c->string : "";
+        (void)push(w, from, &saved);
+        int rc = 0;
+        if (!vg_ident_valid(from))
+            rc = fail(w->err, w->errlen, w->path, "invalid voice name (expected [A-Za-z0-9_.-]{1,64})");
+        else if (seen_before(obj, c))
+            rc = fail(w->err, w->errlen, w->path, "duplicate key");
+        else if (!cJSON_IsString(c) || !vg_ident_valid(c->valuestring))
+            rc = fail(w->err, w->errlen, w->path, "expected a voice name [A-Za-z0-9_.-]{1,64}");
+        else if (p->n_voices >= VG_MAX_VOICE_MAP)
+            rc = fail(w->err, w->errlen, w->path, "at most %d voices", VG_MAX_VOICE_MAP);
+        else {
+            snprintf(p->voices[p->n_voices].from, sizeof p->voices[0].from, "%s", from);
+            snprintf(p->voices[p->n_voices].to, sizeof p->voices[0].to, "%s", c->valuestring);
+            p->n_voices++;
+        }
+        pop(w, saved);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+const char *vg_provider_voice(const vg_provider_conf *p, const char *voice)
+{
+    for (size_t i = 0; i < p->n_voices; i++)
+        if (!strcmp(p->voices[i].from, voice))
+            return p->voices[i].to;
+    return voice;
 }
 
 static int walk_providers(walk *w, const cJSON *obj)
@@ -1399,6 +1442,10 @@ char *vg_config_to_json(const vg_config *cfg)
         vg_provider_conf pc = cfg->providers[i];
         vg_config_breaker(cfg, pc.name, &pc.breaker); /* inherited breaker settings, filled in */
         ok = p && table_json(p, &pc, provider_opts, VG_ARRAY_LEN(provider_opts));
+        cJSON *v = ok ? cJSON_AddObjectToObject(p, "voices") : NULL;
+        for (size_t j = 0; v && j < pc.n_voices; j++)
+            ok = cJSON_AddStringToObject(v, pc.voices[j].from, pc.voices[j].to) != NULL;
+        ok = ok && v;
     }
     cJSON *rl = ok ? cJSON_GetObjectItemCaseSensitive(root, "ratelimit") : NULL;
     cJSON *pols = rl ? cJSON_AddObjectToObject(rl, "policies") : NULL;

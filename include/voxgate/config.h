@@ -13,6 +13,7 @@
 
 #define VG_CONF_STR 256
 #define VG_MAX_PROVIDERS 64
+#define VG_MAX_VOICE_MAP 16
 
 typedef struct vg_provider_conf {
     char name[65];           /* identifier rule */
@@ -37,6 +38,10 @@ typedef struct vg_provider_conf {
     char tts_model[65];             /* "" = the type's ("tts-1"; local: none) */
     char stt_model[65];             /* "" = the type's ("whisper-1") */
     char voice[65];                 /* "" = the type's ("alloy"; local "slt") */
+    /* "voices": {"alloy": "slt"}: a request's voice as this provider's,
+     * so a chain can fall back across providers with other voice names. */
+    struct { char from[65], to[65]; } voices[VG_MAX_VOICE_MAP];
+    size_t n_voices;
     uint64_t max_response_bytes;    /* 67108864 */
     char auth[16];                  /* "" = the type's scheme; yandex: api-key | iam */
     char folder_id[65];             /* yandex: folderId sent with an IAM token; "" = none */
@@ -209,6 +214,8 @@ void vg_config_free(vg_config *cfg);
 
 /* A configured rate-limit policy, NULL when there is none by that name. */
 const vg_policy_conf *vg_config_policy(const vg_config *cfg, const char *name);
+/* voice as provider p names it: its "voices" entry, else voice itself. */
+const char *vg_provider_voice(const vg_provider_conf *p, const char *voice);
 
 /* A configured provider / model by name, NULL when there is none. */
 const vg_provider_conf *vg_config_provider(const vg_config *cfg, const char *name);

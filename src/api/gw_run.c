@@ -101,7 +101,7 @@ void gw_target_defaults(const gw_job *j, gw_target *t)
 {
     const vg_provider_conf *c = t->gp->conf;
     bool tts = j->kind == VG_KIND_TTS;
-    const char *voice = j->voice[0] ? j->voice : c->voice[0] ? c->voice
+    const char *voice = j->voice[0] ? vg_provider_voice(c, j->voice) : c->voice[0] ? c->voice
                       : t->gp->p->ops->default_voice(t->gp->p, j->language);
     snprintf(t->voice, sizeof t->voice, "%s", tts ? voice : "");
     /* The request's model is an OpenAI model name: only an openai-type

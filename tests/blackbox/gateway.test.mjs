@@ -325,3 +325,38 @@ describe('gateway concurrency slots and hanging calls', { timeout: SLOW }, () =>
     assert.ok(done.every((r) => r.status === 200), done.map((r) => r.status).join(','));
   });
 });
+
+describe('gateway: a provider\'s voice map', { timeout: SLOW }, () => {
+  let a, b, vg;
+  before(async () => {
+    a = await startFakeOpenAI({ apiKey: 'sk-fake' });
+    b = await startFakeOpenAI({ apiKey: 'sk-fake' });
+    vg = await startVoxgate({
+      config: {
+        providers: { a: provider(a, { max_retries: 0 }), b: provider(b, { voices: { alloy: 'nova', echo: 'onyx' } }) },
+        models: { 'tts-1': ['a', 'b'] },
+      },
+      env: { FAKE_KEY: 'sk-fake' },
+    });
+  });
+  after(async () => { await stopClean(vg); await a.close(); await b.close(); });
+
+  it('a fallback sends the voice as the next provider names it; unmapped voices go as they are', async () => {
+    a.behave({ mode: 'fail', status: 500 });
+    const input = fresh('mapped');
+    const r = await req(vg, 'POST', '/v1/audio/speech', json({ model: 'tts-1', input, voice: 'alloy' }));
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers.get('x-provider'), 'b');
+    assert.equal(a.calls[0].json.voice, 'alloy', 'the first provider has no map');
+    assert.equal(b.calls[0].json.voice, 'nova');
+    assert.ok(r.buf.equals(speechAudio({ model: 'tts-1', input, voice: 'nova' })));
+    const r2 = await req(vg, 'POST', '/v1/audio/speech', json({ model: 'tts-1', input: fresh('unmapped'), voice: 'shimmer' }));
+    assert.equal(r2.status, 200, r2.text);
+    assert.equal(b.calls[1].json.voice, 'shimmer');
+    // The entry is keyed by the voice b was sent: asking b for nova is a hit.
+    const r3 = await req(vg, 'POST', '/v1/tts', json({ text: input, provider: 'b', voice: 'nova', format: 'mp3' }));
+    assert.equal(r3.status, 200, r3.text);
+    assert.equal(r3.headers.get('x-cache'), 'HIT');
+    assert.equal(b.count, 2);
+  });
+});

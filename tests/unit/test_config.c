@@ -705,6 +705,59 @@ static void test_api_keys(void **state)
     vg_config_free(&cfg);
 }
 
+/* A provider's voice map: lookups, a later file replacing it, every bad
+ * form named, and --print-config giving it back. */
+static void test_provider_voices(void **state)
+{
+    (void)state;
+    vg_config cfg, back;
+    char err[512] = "";
+    vg_config_defaults(&cfg);
+    assert_int_equal(apply(&cfg, "{\"providers\": {\"a\": {\"type\": \"openai\", "
+                                 "\"voices\": {\"alloy\": \"nova\", \"echo\": \"onyx\"}}}}",
+                           err, sizeof err), 0);
+    const vg_provider_conf *p = &cfg.providers[0];
+    assert_int_equal(p->n_voices, 2);
+    assert_string_equal(vg_provider_voice(p, "alloy"), "nova");
+    assert_string_equal(vg_provider_voice(p, "echo"), "onyx");
+    assert_string_equal(vg_provider_voice(p, "fable"), "fable");
+
+    char *json = vg_config_to_json(&cfg);
+    assert_non_null(strstr(json, "\"voices\":\t{\n\t\t\t\t\"alloy\":\t\"nova\""));
+    vg_config_defaults(&back);
+    assert_int_equal(apply(&back, json, err, sizeof err), 0);
+    assert_int_equal(back.providers[0].n_voices, 2);
+    assert_string_equal(vg_provider_voice(&back.providers[0], "echo"), "onyx");
+    free(json);
+    vg_config_free(&back);
+
+    assert_int_equal(apply(&cfg, "{\"providers\": {\"a\": {\"voices\": {\"x\": \"y\"}}}}", err,
+                           sizeof err), 0);
+    assert_int_equal(p->n_voices, 1);
+    assert_string_equal(vg_provider_voice(p, "alloy"), "alloy");
+    vg_config_free(&cfg);
+
+    expect_error("{\"providers\": {\"a\": {\"voices\": [\"x\"]}}}",
+                 "providers.a.voices: expected an object of voice names");
+    expect_error("{\"providers\": {\"a\": {\"voices\": {\"a b\": \"x\"}}}}",
+                 "providers.a.voices.a b: invalid voice name (expected [A-Za-z0-9_.-]{1,64})");
+    expect_error("{\"providers\": {\"a\": {\"voices\": {\"alloy\": 7}}}}",
+                 "providers.a.voices.alloy: expected a voice name [A-Za-z0-9_.-]{1,64}");
+    expect_error("{\"providers\": {\"a\": {\"voices\": {\"alloy\": \"\"}}}}",
+                 "providers.a.voices.alloy: expected a voice name [A-Za-z0-9_.-]{1,64}");
+    expect_error("{\"providers\": {\"a\": {\"voices\": {\"v\": \"x\", \"v\": \"y\"}}}}",
+                 "providers.a.voices.v: duplicate key");
+    char many[2048];
+    size_t off = (size_t)snprintf(many, sizeof many, "{\"providers\": {\"a\": {\"voices\": {");
+    for (int i = 0; i <= VG_MAX_VOICE_MAP; i++)
+        off += (size_t)snprintf(many + off, sizeof many - off, "%s\"v%d\": \"x\"", i ? "," : "", i);
+    snprintf(many + off, sizeof many - off, "}}}}");
+    char want[128];
+    snprintf(want, sizeof want, "providers.a.voices.v%d: at most %d voices", VG_MAX_VOICE_MAP,
+             VG_MAX_VOICE_MAP);
+    expect_error(many, want);
+}
+
 static void test_to_json_round_trip(void **state)
 {
     (void)state;
@@ -1189,7 +1242,7 @@ int main(void)
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_env_booleans),
         cmocka_unit_test(test_api_keys),
-        cmocka_unit_test(test_to_json_round_trip),
+        cmocka_unit_test(test_provider_voices), cmocka_unit_test(test_to_json_round_trip),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_apply_file_and_load),
         cmocka_unit_test(test_sample_file),
