@@ -104,6 +104,11 @@ static const opt main_opts[] = {
           "Largest lifetime a client may request (30 days)."),
     O_INT("cache.batch_max_items", T_U32, cache.batch_max_items, 1, 10000, "100",
           "Most items in one batch request."),
+    O_INT("cache.audio_sweep_interval_s", T_U32, cache.audio_sweep_interval_s, 0, 604800, "3600",
+          "Period of the sweep that removes TTS audio no entry can use any more "
+          "(first run at start); 0 = never."),
+    O_INT("cache.audio_sweep_grace_s", T_U32, cache.audio_sweep_grace_s, 0, 604800, "3600",
+          "TTS audio is kept this long past cache.max_ttl_s after it was written."),
     O_INT("cache.l1.max_bytes", T_U64, cache.l1.max_bytes, 1, TIB, "67108864",
           "Memory budget of the in-process L1 cache (64 MiB)."),
     O_INT("cache.l1.max_entries", T_U32, cache.l1.max_entries, 1, 100000000, "100000",

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "api/api.h"
+#include "api/tiers.h"
 #include "voxgate/app.h"
 #include "voxgate/log.h"
 #include "voxgate/limiter.h"
@@ -189,33 +190,70 @@ static int wire_breakers(vg_app *app, char *err, size_t errlen)
     return 0;
 }
 
-/* ---- the sweeper: removes expired kv entries in the background ---- */
+/* ---- the sweeper: expired kv entries, and TTS audio no entry can use ---- */
 
 static struct {
     pthread_t tid;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool stop;
+    _Atomic bool stop;  /* also read by a sweep in progress */
     bool running;
 } sweeper = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
+static uint64_t mono_ms(void) { return vg_mono_ns() / 1000000u; }
+
+static void sweep_kv(vg_app *app)
+{
+    uint64_t removed = 0;
+    int rc = vg_kv_sweep(app->kv, &removed);
+    if (rc != VG_OK || removed)
+        vg_log(rc == VG_OK ? VG_LOG_DEBUG : VG_LOG_WARN, NULL, "expired entries swept",
+               (vg_log_field[]){VG_LU("removed", removed), VG_LI("rc", rc)}, 2);
+}
+
+static void sweep_audio(vg_app *app)
+{
+    uint64_t removed = 0;
+    int rc = vg_tier_tts_sweep(app, vg_clock_ms(), &sweeper.stop, &removed);
+    vg_counter_add(&app->m.audio_swept, removed);
+    if (rc != VG_OK)
+        vg_counter_inc(&app->m.blob_errors);
+    if (rc != VG_OK || removed)
+        vg_log(rc == VG_OK ? VG_LOG_INFO : VG_LOG_WARN, NULL, "old tts audio swept",
+               (vg_log_field[]){VG_LU("removed", removed), VG_LI("rc", rc),
+                                VG_LS("error", rc != VG_OK ? vg_blob_last_error() : NULL)}, 3);
+}
+
+/* Sleeps until the sooner of the two sweeps is due, or until stopped. The
+ * audio sweep runs once at start too: an instance restarted more often
+ * than its interval would otherwise never run it. */
 static void *sweep_loop(void *ud)
 {
     vg_app *app = ud;
+    uint64_t kv_every = app->cfg->cache.lmdb.sweep_interval_s * 1000ull;
+    uint64_t audio_every = app->cfg->cache.audio_sweep_interval_s * 1000ull;
+    uint64_t next_kv = mono_ms() + kv_every, next_audio = audio_every ? mono_ms() : UINT64_MAX;
     pthread_mutex_lock(&sweeper.mu);
     while (!sweeper.stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += app->cfg->cache.lmdb.sweep_interval_s;
-        pthread_cond_timedwait(&sweeper.cv, &sweeper.mu, &ts);
-        if (sweeper.stop)
-            break;
+        uint64_t now = mono_ms(), next = next_kv < next_audio ? next_kv : next_audio;
+        if (now < next) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (next - now) * 1000000u;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&sweeper.cv, &sweeper.mu, &ts);
+            continue;
+        }
         pthread_mutex_unlock(&sweeper.mu);
-        uint64_t removed = 0;
-        int rc = vg_kv_sweep(app->kv, &removed);
-        if (rc != VG_OK || removed)
-            vg_log(rc == VG_OK ? VG_LOG_DEBUG : VG_LOG_WARN, NULL, "expired entries swept",
-                   (vg_log_field[]){VG_LU("removed", removed), VG_LI("rc", rc)}, 2);
+        if (now >= next_kv) {
+            sweep_kv(app);
+            next_kv = mono_ms() + kv_every;
+        }
+        if (now >= next_audio) {
+            sweep_audio(app);
+            next_audio = mono_ms() + audio_every;
+        }
         pthread_mutex_lock(&sweeper.mu);
     }
     pthread_mutex_unlock(&sweeper.mu);

@@ -29,6 +29,7 @@ typedef struct vg_app_metrics {
     vg_tier_metrics l1, l2;
     vg_counter l2_writes, l2_write_errors;
     vg_counter blob_errors, corrupt_entries;
+    vg_counter audio_swept;        /* TTS audio removed by the sweep */
     vg_counter http_status[VG_STATUS_COUNT + 1];
     vg_hist http_us;
 } vg_app_metrics;

@@ -55,6 +55,18 @@ typedef struct vg_blob_list {
 
 void vg_blob_list_free(vg_blob_list *l);
 
+/* A sweep removes the objects under prefix last written before
+ * cutoff_ms, in one pass, counting them in removed. The local store also
+ * removes what crashed writes left anywhere in its tree (temp files over
+ * an hour old). It returns early, with VG_OK, once *stop is set. */
+typedef struct vg_blob_sweep_job {
+    const char *prefix;
+    uint64_t cutoff_ms;
+    const _Atomic bool *stop;  /* may be NULL */
+    size_t page;               /* keys per listing without a sweep op; 0 = 1000 */
+    uint64_t removed;
+} vg_blob_sweep_job;
+
 typedef struct vg_blob_ops {
     const char *name;
     int (*put)(vg_blob *b, const char *key, const void *data, size_t len, const char *ctype);
@@ -82,6 +94,8 @@ typedef struct vg_blob_ops {
     int (*put_stream)(vg_blob *b, const char *key, uint64_t len, const char *ctype,
                       const vg_blob_meta *meta, size_t nmeta,
                       size_t (*read)(void *ud, char *buf, size_t max), void *ud);
+    /* See vg_blob_sweep. NULL: it pages through list + del. */
+    int (*sweep)(vg_blob *b, struct vg_blob_sweep_job *job);
 } vg_blob_ops;
 
 #define VG_BLOB_READ_ABORT ((size_t)-1)
@@ -124,6 +138,10 @@ static inline int vg_blob_put_stream(vg_blob *b, const char *k, uint64_t len, co
                                      const vg_blob_meta *m, size_t nm,
                                      size_t (*read)(void *ud, char *buf, size_t max), void *ud)
 { return b->ops->put_stream(b, k, len, ct, m, nm, read, ud); }
+
+/* The sweep op, or list + del page by page where the store has none.
+ * An error stops it; what was removed before stays counted. */
+int vg_blob_sweep(vg_blob *b, vg_blob_sweep_job *job);
 
 /* A one-line reason for the calling thread's last failed blob operation
  * ("S3 answered 403 SignatureDoesNotMatch: ..."); "" when none. */

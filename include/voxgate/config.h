@@ -97,6 +97,8 @@ typedef struct vg_config {
         uint64_t tts_ttl_s;             /* 604800 */
         uint64_t max_ttl_s;             /* 2592000 (30 days) */
         uint32_t batch_max_items;       /* 100 */
+        uint32_t audio_sweep_interval_s;/* 3600; 0 = never */
+        uint32_t audio_sweep_grace_s;   /* 3600 */
         struct {
             uint64_t max_bytes;         /* 67108864 (64 MiB) */
             uint32_t max_entries;       /* 100000 */

@@ -202,6 +202,9 @@ void vg_api_register_metrics(vg_app *app)
                        &app->m.corrupt_entries);
     vg_metrics_counter("voxgate_storage_errors_total", NULL, "Blob store operations that failed.",
                        "storage.errors", &app->m.blob_errors);
+    vg_metrics_counter("voxgate_storage_swept_total", NULL,
+                       "TTS audio removed by the sweep: written longer ago than any entry can live.",
+                       "storage.swept", &app->m.audio_swept);
     vg_api_files_register_metrics(app);
     register_status(app);
     vg_api_register_redis_metrics(app);

@@ -8,6 +8,8 @@
 #include "voxgate/keys.h"
 #include "voxgate/log.h"
 
+#define TTS_BLOB_PREFIX "tts/"
+
 vg_l1_item *vg_tier_l1_get(vg_app *app, const char *key, size_t klen)
 {
     uint64_t t0 = vg_mono_ns();
@@ -62,7 +64,7 @@ void vg_tier_tts_blob_name(const char *key, size_t klen, const char *audio_sha, 
 {
     char kh[VG_SHA256_HEX + 1];
     vg_sha256_hex(key, klen, kh);
-    snprintf(out, 256, "tts/%.2s/%s-%.16s", kh, kh, audio_sha);
+    snprintf(out, 256, TTS_BLOB_PREFIX "%.2s/%s-%.16s", kh, kh, audio_sha);
 }
 
 int vg_tier_tts_meta(vg_app *app, const char *rid, const char *key, size_t klen, vg_tts_meta *m,
@@ -134,4 +136,15 @@ vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_par
     vg_l1_put(app->l1, key, klen, audio, n, m->content_type, m->sha256, m->created_ms,
               m->created_ms + ttl_ms);
     return VG_TTS_STORED;
+}
+
+int vg_tier_tts_sweep(vg_app *app, uint64_t now_ms, const _Atomic bool *stop, uint64_t *removed)
+{
+    const vg_config *cfg = app->cfg;
+    uint64_t keep_ms = (cfg->cache.max_ttl_s + cfg->cache.audio_sweep_grace_s) * 1000u;
+    vg_blob_sweep_job job = {.prefix = TTS_BLOB_PREFIX, .stop = stop,
+                             .cutoff_ms = now_ms > keep_ms ? now_ms - keep_ms : 0};
+    int rc = vg_blob_sweep(app->blob, &job);
+    *removed = job.removed;
+    return rc;
 }

@@ -47,4 +47,13 @@ vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_par
                                   const char *ctype, const char *sha256, uint64_t ttl_ms,
                                   vg_tts_meta *m, int *kv_rc);
 
+/* Removes the TTS audio no entry can use any more. An entry lives at
+ * most cache.max_ttl_s from its write, and its audio is written just
+ * before it, so audio written longer ago than that (plus
+ * cache.audio_sweep_grace_s for clocks that disagree and audio_urls
+ * handed out) belongs to none: expired, replaced by a concurrent PUT, or
+ * left by a crash between the audio and its metadata. Returns early once
+ * *stop is set (may be NULL). */
+int vg_tier_tts_sweep(vg_app *app, uint64_t now_ms, const _Atomic bool *stop, uint64_t *removed);
+
 #endif

@@ -654,8 +654,17 @@ static bool prefix_compatible(const char *path, size_t plen, const char *prefix)
     return strncmp(path, prefix, plen < n ? plen : n) == 0;
 }
 
-static int walk_dir(int dfd, vg_buf *path, const char *prefix, const char *after, key_vec *out,
-                    int depth)
+/* The tree walk shared by list and sweep. Names that begin or end with
+ * '@' (objects, temp and probe files) go to visit, whose error stops the
+ * walk; any other name is a directory, entered when enter agrees, with
+ * path holding its key prefix ("a/b/"). */
+typedef struct walker {
+    int (*visit)(struct walker *w, int dir, const char *nm, size_t nl, vg_buf *path);
+    bool (*enter)(struct walker *w, const vg_buf *path);
+    const _Atomic bool *stop;  /* ends the walk early, without an error; may be NULL */
+} walker;
+
+static int walk_tree(walker *w, int dfd, vg_buf *path, int depth)
 {
     DIR *d = fdopendir(dfd);
     if (!d) {
@@ -665,32 +674,58 @@ static int walk_dir(int dfd, vg_buf *path, const char *prefix, const char *after
     int rc = VG_OK;
     struct dirent *e;
     size_t base = path->len;
-    while (rc == VG_OK && (e = readdir(d))) {
+    while (rc == VG_OK && !(w->stop && atomic_load(w->stop)) && (e = readdir(d))) {
         const char *nm = e->d_name;
         size_t nl = strlen(nm);
-        if (nl == 0 || nm[0] == '@' || !strcmp(nm, ".") || !strcmp(nm, ".."))
-            continue; /* temp and probe files; keys may start with '.' */
+        if (nl == 0 || !strcmp(nm, ".") || !strcmp(nm, ".."))
+            continue;
         path->len = base;
-        if (nm[nl - 1] == '@') {
-            vg_buf_append(path, nm, nl - 1);
-            if (strncmp(path->data, prefix, strlen(prefix)) == 0 &&
-                (!after || strcmp(path->data, after) > 0))
-                rc = vec_push(out, path->data, path->len);
+        if (nm[0] == '@' || nm[nl - 1] == '@') {
+            rc = w->visit(w, dirfd(d), nm, nl, path);
             continue;
         }
-        vg_buf_append(path, nm, nl);
-        vg_buf_puts(path, "/");
-        if (depth >= KEY_MAX / 2 || !prefix_compatible(path->data, path->len, prefix))
+        if (depth >= KEY_MAX / 2)
+            continue;
+        if (vg_buf_append(path, nm, nl) != VG_OK || vg_buf_puts(path, "/") != VG_OK) {
+            rc = VG_ENOMEM;
+            break;
+        }
+        if (!w->enter(w, path))
             continue;
         int sub = openat(dirfd(d), nm, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (sub >= 0)
-            rc = walk_dir(sub, path, prefix, after, out, depth + 1);
+            rc = walk_tree(w, sub, path, depth + 1);
     }
     path->len = base;
     if (path->data)
         path->data[base] = '\0';
     closedir(d);
     return rc;
+}
+
+typedef struct list_walk {
+    walker w;
+    const char *prefix, *after;
+    key_vec out;
+} list_walk;
+
+static int list_visit(walker *w, int dir, const char *nm, size_t nl, vg_buf *path)
+{
+    (void)dir;
+    list_walk *l = (list_walk *)w;
+    if (nm[0] == '@')
+        return VG_OK; /* temp and probe files; keys may start with '.' */
+    if (vg_buf_append(path, nm, nl - 1) != VG_OK)
+        return VG_ENOMEM;
+    if (strncmp(path->data, l->prefix, strlen(l->prefix)) == 0 &&
+        (!l->after || strcmp(path->data, l->after) > 0))
+        return vec_push(&l->out, path->data, path->len);
+    return VG_OK;
+}
+
+static bool list_enter(walker *w, const vg_buf *path)
+{
+    return prefix_compatible(path->data, path->len, ((list_walk *)w)->prefix);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -729,15 +764,16 @@ static int local_list(vg_blob *b, const char *prefix, const char *after, size_t 
         prefix = "";
     if (limit == 0 || limit > LIST_MAX || strlen(prefix) > KEY_MAX)
         return VG_EINVAL;
-    key_vec kv = {0};
+    list_walk lw = {.w = {.visit = list_visit, .enter = list_enter}, .prefix = prefix,
+                    .after = after && *after ? after : NULL};
     vg_buf path = {0};
     vg_buf_puts(&path, "");
     /* A fresh open, not dup(): a dup shares the directory offset, and
      * readdir would leave the root's at the end for the next listing. */
     int fd = openat(root_of(lb), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = fd < 0 ? errno_rc(errno) : walk_dir(fd, &path, prefix, after && *after ? after : NULL,
-                                                 &kv, 0);
+    int rc = fd < 0 ? errno_rc(errno) : walk_tree(&lw.w, fd, &path, 0);
     vg_buf_free(&path);
+    key_vec kv = lw.out;
     if (rc == VG_OK && kv.n)
         qsort(kv.v, kv.n, sizeof *kv.v, cmp_str);
     size_t take = kv.n < limit ? kv.n : limit;
@@ -765,6 +801,137 @@ static int local_list(vg_blob *b, const char *prefix, const char *after, size_t 
         count(&lb->lists, 1);
     observe(b, t0);
     return tally(lb, rc);
+}
+
+/* ---- sweep ---- */
+
+/* Crashed writes leave "@tmp-" and "@probe-" files; a live put renames
+ * its temp file within seconds, so one an hour old is litter. */
+#define LITTER_AGE_MS (3600u * 1000u)
+
+typedef struct sweep_walk {
+    walker w;
+    local_blob *lb;
+    vg_blob_sweep_job *job;
+    size_t plen;
+    uint64_t litter_before_ms;
+} sweep_walk;
+
+static uint64_t mtime_ms(const struct stat *st)
+{
+    return (uint64_t)st->st_mtim.tv_sec * 1000u + (uint64_t)st->st_mtim.tv_nsec / 1000000u;
+}
+
+/* When the object was last written: its header's time, or the file's for
+ * a torn or foreign file (which is no object, and goes too once old). */
+static bool obj_written_ms(int dir, const char *nm, uint64_t *ms, struct stat *st)
+{
+    int fd = openat(dir, nm, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return false;
+    obj_hdr h;
+    bool ok = fstat(fd, st) == 0 && S_ISREG(st->st_mode);
+    if (ok)
+        *ms = load_hdr(fd, &h) == VG_OK ? h.modified_ms : mtime_ms(st);
+    close(fd);
+    return ok;
+}
+
+/* Removes dir/nm if it is still the file that was judged old. A put may
+ * rename a fresh object over the name between the look and the unlink:
+ * the name is moved aside first, and when what moved is not the file
+ * looked at, it goes back (a link: it fails when yet another put has
+ * landed since, and then what moved is the older one, and goes). */
+static bool remove_if_same(sweep_walk *c, int dir, const char *nm, const struct stat *seen)
+{
+    char aside[TMP_NAME];
+    snprintf(aside, sizeof aside, "@tmp-%016llx",
+             (unsigned long long)mix64(atomic_fetch_add(&c->lb->tmp_seq, 0x9e3779b97f4a7c15u)));
+    if (renameat(dir, nm, dir, aside) != 0)
+        return false;
+    struct stat now;
+    bool same = fstatat(dir, aside, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+                now.st_ino == seen->st_ino && now.st_dev == seen->st_dev;
+    if (!same && linkat(dir, aside, dir, nm, 0) != 0 && errno != EEXIST) {
+        renameat(dir, aside, dir, nm); /* a file system without hard links */
+        return false;
+    }
+    unlinkat(dir, aside, 0);
+    return same;
+}
+
+static int sweep_visit(walker *w, int dir, const char *nm, size_t nl, vg_buf *path)
+{
+    sweep_walk *c = (sweep_walk *)w;
+    struct stat st;
+    if (nm[0] == '@') {
+        if (nm[nl - 1] != '@' && (!strncmp(nm, "@tmp-", 5) || !strncmp(nm, "@probe-", 7)) &&
+            fstatat(dir, nm, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            mtime_ms(&st) < c->litter_before_ms)
+            unlinkat(dir, nm, 0);
+        return VG_OK;
+    }
+    uint64_t ms;
+    if (vg_buf_append(path, nm, nl - 1) != VG_OK)
+        return VG_ENOMEM;
+    if (strncmp(path->data, c->job->prefix, c->plen) == 0 && obj_written_ms(dir, nm, &ms, &st) &&
+        ms < c->job->cutoff_ms && remove_if_same(c, dir, nm, &st)) {
+        count(&c->lb->deletes, 1);
+        c->job->removed++;
+    }
+    return VG_OK;
+}
+
+/* Every directory is entered: litter can be anywhere. */
+static bool sweep_enter(walker *w, const vg_buf *path)
+{
+    (void)w;
+    (void)path;
+    return true;
+}
+
+static int local_sweep(vg_blob *b, vg_blob_sweep_job *job)
+{
+    local_blob *lb = (local_blob *)b;
+    uint64_t now = vg_clock_ms();
+    sweep_walk c = {.w = {.visit = sweep_visit, .enter = sweep_enter, .stop = job->stop},
+                    .lb = lb, .job = job, .plen = strlen(job->prefix),
+                    .litter_before_ms = now > LITTER_AGE_MS ? now - LITTER_AGE_MS : 0};
+    vg_buf path = {0};
+    vg_buf_puts(&path, "");
+    int fd = openat(root_of(lb), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 ? errno_rc(errno) : walk_tree(&c.w, fd, &path, 0);
+    vg_buf_free(&path);
+    return tally(lb, rc);
+}
+
+static bool stopping(const vg_blob_sweep_job *job) { return job->stop && atomic_load(job->stop); }
+
+/* The fallback for stores without a sweep op: list pages, delete the old. */
+int vg_blob_sweep(vg_blob *b, vg_blob_sweep_job *job)
+{
+    if (b->ops->sweep)
+        return b->ops->sweep(b, job);
+    char *after = NULL;
+    for (;;) {
+        vg_blob_list l;
+        int rc = vg_blob_list_keys(b, job->prefix, after, job->page ? job->page : LIST_MAX, &l);
+        if (rc != VG_OK) {
+            free(after);
+            return rc;
+        }
+        for (size_t i = 0; i < l.n && !stopping(job); i++)
+            if (l.items[i].modified_ms < job->cutoff_ms && vg_blob_del(b, l.items[i].key) == VG_OK)
+                job->removed++;
+        bool more = l.truncated && l.n && !stopping(job);
+        free(after);
+        after = more ? l.items[l.n - 1].key : NULL;
+        if (more)
+            l.items[l.n - 1].key = NULL;
+        vg_blob_list_free(&l);
+        if (!more)
+            return VG_OK;
+    }
 }
 
 void vg_blob_list_free(vg_blob_list *l)
@@ -920,6 +1087,7 @@ static const vg_blob_ops local_ops = {
     .close = local_close,
     .put_meta = local_put_meta,
     .list = local_list,
+    .sweep = local_sweep,
 };
 
 /* mkdir -p for the root, which may be absolute or relative to the cwd. */

@@ -4,12 +4,12 @@
 // independently (s3rver's directory, the blob tree) after bad input.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { PutObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { startVoxgate, stopVoxgate, cleanup, req, sleep, sha256 } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, req, sleep, sha256, tempDir } from './lib.mjs';
 import { startS3rver, stopS3rver, startVoxgateS3, s3Client, bucketKeys, BUCKET } from './s3lib.mjs';
 
 const SLOW = 120000;
@@ -585,4 +585,93 @@ describe('Files API on the local blob store', { timeout: SLOW }, () => {
     ctx.vg = await startVoxgate({ env: KEYS, dataDir: ctx.vg.dataDir, port: ctx.vg.port });
     assert.equal((await fetch(u)).status, 200, 'the URL survives a restart');
   });
+});
+
+// The audio sweep (cache.audio_sweep_*): TTS audio written longer ago than
+// cache.max_ttl_s (+ the grace, 0 here) can belong to no entry, and goes;
+// fresh audio and everything outside tts/ stays. Both stores: the local
+// one walks its tree, S3 is paged through ListObjects + DELETE.
+const SWEEP_ENV = {
+  ...KEYS, VOXGATE_CACHE_MAX_TTL_S: '4', VOXGATE_CACHE_TTS_TTL_S: '1', VOXGATE_CACHE_STT_TTL_S: '1',
+  VOXGATE_CACHE_AUDIO_SWEEP_GRACE_S: '0', VOXGATE_CACHE_AUDIO_SWEEP_INTERVAL_S: '1',
+};
+
+function audioSweepTests(name, ctx) {
+  it(`${name}: audio older than cache.max_ttl_s is swept; fresh audio and other files stay`, async () => {
+    const { vg } = ctx;
+    const tts = () => ctx.stored().filter((k) => k.startsWith('tts/'));
+    assert.equal((await put(vg, 'docs/keep.wav', Buffer.from('RIFF keep'))).status, 201);
+    const q1 = '/v1/cache/tts?provider=p&language=en&voice=v&text=swept';
+    const p1 = await req(vg, 'PUT', q1, { body: Buffer.from('RIFF one'), headers: { ...asUser, 'Content-Type': 'audio/wav' } });
+    assert.equal(p1.status, 201, p1.text);
+    const t0 = Date.now();
+    assert.equal(tts().length, 1);
+    while (tts().length && Date.now() - t0 < 12000) await sleep(100);
+    assert.equal(tts().length, 0, 'the old audio is gone');
+    assert.ok(Date.now() - t0 >= 2000, `not before it is max_ttl_s old (${Date.now() - t0} ms)`);
+    assert.equal((await req(vg, 'GET', q1, { headers: asUser })).status, 404);
+    // Fresh audio survives sweeps (one a second), and its entry hits.
+    const q2 = '/v1/cache/tts?provider=p&language=en&voice=v&text=fresh';
+    const p2 = await req(vg, 'PUT', `${q2}&ttl_s=4`, { body: Buffer.from('RIFF two'), headers: { ...asUser, 'Content-Type': 'audio/wav' } });
+    assert.equal(p2.status, 201, p2.text);
+    await sleep(1500);
+    assert.equal(tts().length, 1);
+    const g = await req(vg, 'GET', q2, { headers: asUser });
+    assert.equal(g.status, 200);
+    assert.equal(g.buf.toString(), 'RIFF two');
+    // Outside tts/, age does not matter.
+    const k = await get(vg, 'docs/keep.wav');
+    assert.equal(k.status, 200);
+    assert.ok(ctx.stored().includes('docs/keep.wav'));
+    const st = await req(vg, 'GET', '/stats', { headers: asAdmin });
+    assert.ok(st.json.storage.swept >= 1, JSON.stringify(st.json.storage));
+    const line = vg.logs().find((l) => l.msg === 'old tts audio swept');
+    assert.ok(line && line.removed >= 1, 'the sweep is logged');
+    const m = await req(vg, 'GET', '/metrics', { headers: asAdmin });
+    assert.match(m.text, /^voxgate_storage_swept_total [1-9]/m);
+  });
+}
+
+describe('TTS audio sweep on the local blob store', { timeout: SLOW }, () => {
+  const ctx = {};
+  before(async () => {
+    // Litter of crashed writes: an old temp file goes at the first sweep
+    // (at start); a fresh one, a write in progress, stays.
+    const dataDir = tempDir();
+    mkdirSync(join(dataDir, 'blobs', 'tts', 'ab'), { recursive: true });
+    for (const [n, age] of [['@tmp-00000000000000aa', 7200], ['@tmp-00000000000000bb', 10]]) {
+      const f = join(dataDir, 'blobs', 'tts', 'ab', n);
+      writeFileSync(f, 'partial');
+      const t = (Date.now() / 1000) - age;
+      utimesSync(f, t, t);
+    }
+    ctx.dataDir = dataDir;
+    ctx.vg = await startVoxgate({ env: SWEEP_ENV, dataDir });
+    ctx.stored = () => localKeys(ctx.vg);
+  });
+  after(async () => { await stopChecked(ctx.vg); });
+
+  it('temp files of crashed writes go once an hour old', async () => {
+    const dir = join(ctx.dataDir, 'blobs', 'tts', 'ab');
+    for (let i = 0; i < 50 && existsSync(join(dir, '@tmp-00000000000000aa')); i++) await sleep(100);
+    assert.ok(!existsSync(join(dir, '@tmp-00000000000000aa')));
+    assert.ok(existsSync(join(dir, '@tmp-00000000000000bb')));
+  });
+
+  audioSweepTests('local', ctx);
+});
+
+describe('TTS audio sweep on S3', { timeout: SLOW }, () => {
+  const ctx = {};
+  before(async () => {
+    ctx.s3 = await startS3rver();
+    ctx.vg = await startVoxgateS3(ctx.s3, { env: SWEEP_ENV });
+    ctx.stored = () => bucketKeys(ctx.s3);
+  });
+  after(async () => {
+    await stopChecked(ctx.vg);
+    await stopS3rver(ctx.s3);
+  });
+
+  audioSweepTests('s3', ctx);
 });

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "voxgate/blob.h"
@@ -503,6 +504,154 @@ static void readable_keys(void **state)
     assert_false(vg_blob_key_valid("hello world"));
 }
 
+
+/* ---- sweep ---- */
+
+static uint64_t clock_at;
+static uint64_t settable_clock(void) { return clock_at; }
+
+static void put_at(vg_blob *b, const char *key, uint64_t ms)
+{
+    uint64_t (*saved)(void) = vg_clock_ms;
+    clock_at = ms;
+    vg_clock_ms = settable_clock;
+    int rc = vg_blob_put(b, key, key, strlen(key), "audio/wav");
+    vg_clock_ms = saved;
+    assert_int_equal(rc, VG_OK);
+}
+
+static bool exists(vg_blob *b, const char *key)
+{
+    vg_blob_info info;
+    return vg_blob_head(b, key, &info) == VG_OK;
+}
+
+/* A file at root/rel (raw bytes, not an object) with the given mtime. */
+static void raw_file(fixture *f, const char *rel, const char *bytes, time_t mtime)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/store/nested/%s", f->dir, rel);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(bytes, fp);
+    fclose(fp);
+    struct timespec ts[2] = {{.tv_sec = mtime}, {.tv_sec = mtime}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static bool raw_exists(fixture *f, const char *rel)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/store/nested/%s", f->dir, rel);
+    return access(path, F_OK) == 0;
+}
+
+#define T_OLD 1700000000000u
+#define T_NEW 1700000500000u
+
+static void old_objects_of(fixture *f)
+{
+    put_at(f->b, "tts/aa/old-1", T_OLD);
+    put_at(f->b, "tts/bb/c/old-2", T_OLD);
+    put_at(f->b, "tts/aa/new-1", T_NEW);
+    put_at(f->b, "docs/old-3", T_OLD);       /* outside the prefix */
+    put_at(f->b, "ttsx/old-4", T_OLD);       /* shares the prefix's letters only */
+}
+
+static void check_swept(fixture *f, uint64_t removed, uint64_t want)
+{
+    assert_int_equal(removed, want);
+    assert_false(exists(f->b, "tts/aa/old-1"));
+    assert_false(exists(f->b, "tts/bb/c/old-2"));
+    assert_true(exists(f->b, "tts/aa/new-1"));
+    assert_true(exists(f->b, "docs/old-3"));
+    assert_true(exists(f->b, "ttsx/old-4"));
+}
+
+static void sweep_old_objects(void **state)
+{
+    fixture *f = *state;
+    old_objects_of(f);
+    /* A torn object under the prefix goes by its file time; a foreign
+     * one outside stays. */
+    raw_file(f, "tts/aa/torn@", "not an object", T_OLD / 1000 - 10);
+    raw_file(f, "docs/torn@", "not an object", T_OLD / 1000 - 10);
+    vg_blob_stats before, after;
+    vg_blob_stats_get(f->b, &before);
+    vg_blob_sweep_job job = {.prefix = "tts/", .cutoff_ms = T_OLD + 1};
+    assert_int_equal(vg_blob_sweep(f->b, &job), VG_OK);
+    check_swept(f, job.removed, 3);
+    assert_false(raw_exists(f, "tts/aa/torn@"));
+    assert_true(raw_exists(f, "docs/torn@"));
+    vg_blob_stats_get(f->b, &after);
+    assert_int_equal(after.deletes - before.deletes, 3);
+    /* Again: nothing left to remove. */
+    job.removed = 0;
+    assert_int_equal(vg_blob_sweep(f->b, &job), VG_OK);
+    assert_int_equal(job.removed, 0);
+}
+
+/* Temp and probe files of crashed writes go once an hour old, anywhere
+ * in the tree; fresh ones (a put in progress) and other names stay. */
+static void sweep_litter(void **state)
+{
+    fixture *f = *state;
+    put_at(f->b, "docs/a", T_NEW);
+    raw_file(f, "@tmp-00000000000000aa", "x", time(NULL) - 7200);
+    raw_file(f, "docs/@tmp-00000000000000bb", "x", time(NULL) - 7200);
+    raw_file(f, "docs/@probe-00000000000000cc", "x", time(NULL) - 7200);
+    raw_file(f, "docs/@tmp-00000000000000dd", "x", time(NULL) - 60);
+    raw_file(f, "docs/@other", "x", time(NULL) - 7200);
+    vg_blob_sweep_job job = {.prefix = "tts/", .cutoff_ms = T_NEW + 1};
+    assert_int_equal(vg_blob_sweep(f->b, &job), VG_OK);
+    assert_int_equal(job.removed, 0);
+    assert_false(raw_exists(f, "@tmp-00000000000000aa"));
+    assert_false(raw_exists(f, "docs/@tmp-00000000000000bb"));
+    assert_false(raw_exists(f, "docs/@probe-00000000000000cc"));
+    assert_true(raw_exists(f, "docs/@tmp-00000000000000dd"));
+    assert_true(raw_exists(f, "docs/@other"));
+    assert_true(exists(f->b, "docs/a"));
+}
+
+static void sweep_stops(void **state)
+{
+    fixture *f = *state;
+    old_objects_of(f);
+    _Atomic bool stop = true;
+    vg_blob_sweep_job job = {.prefix = "tts/", .cutoff_ms = T_OLD + 1, .stop = &stop};
+    assert_int_equal(vg_blob_sweep(f->b, &job), VG_OK);
+    assert_int_equal(job.removed, 0);
+    assert_true(exists(f->b, "tts/aa/old-1"));
+}
+
+/* Stores without a sweep op (S3) page through list + del: the same
+ * result, with pages of one and two keys. */
+static void sweep_by_listing(void **state)
+{
+    fixture *f = *state;
+    old_objects_of(f);
+    put_at(f->b, "tts/zz/old-5", T_OLD);
+    vg_blob_ops ops = *f->b->ops;
+    ops.sweep = NULL;
+    const vg_blob_ops *saved = f->b->ops;
+    f->b->ops = &ops;
+    vg_blob_sweep_job job = {.prefix = "tts/", .cutoff_ms = T_OLD + 1, .page = 1};
+    int rc = vg_blob_sweep(f->b, &job);
+    f->b->ops = saved;
+    assert_int_equal(rc, VG_OK);
+    check_swept(f, job.removed, 3);
+    assert_false(exists(f->b, "tts/zz/old-5"));
+    put_at(f->b, "tts/aa/old-1", T_OLD);
+    put_at(f->b, "tts/zz/old-5", T_OLD);
+    f->b->ops = &ops;
+    job = (vg_blob_sweep_job){.prefix = "tts/", .cutoff_ms = T_OLD + 1, .page = 2};
+    rc = vg_blob_sweep(f->b, &job);
+    f->b->ops = saved;
+    assert_int_equal(rc, VG_OK);
+    assert_int_equal(job.removed, 2);
+    assert_true(exists(f->b, "tts/aa/new-1"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -523,6 +672,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(metadata_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(listing, setup, teardown),
         cmocka_unit_test(readable_keys),
+        cmocka_unit_test_setup_teardown(sweep_old_objects, setup, teardown),
+        cmocka_unit_test_setup_teardown(sweep_litter, setup, teardown),
+        cmocka_unit_test_setup_teardown(sweep_stops, setup, teardown),
+        cmocka_unit_test_setup_teardown(sweep_by_listing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

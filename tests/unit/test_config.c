@@ -117,6 +117,8 @@ static void assert_same_config(const vg_config *a, const vg_config *b)
     assert_int_equal(a->cache.tts_ttl_s, b->cache.tts_ttl_s);
     assert_int_equal(a->cache.max_ttl_s, b->cache.max_ttl_s);
     assert_int_equal(a->cache.batch_max_items, b->cache.batch_max_items);
+    assert_int_equal(a->cache.audio_sweep_interval_s, b->cache.audio_sweep_interval_s);
+    assert_int_equal(a->cache.audio_sweep_grace_s, b->cache.audio_sweep_grace_s);
     assert_int_equal(a->cache.l1.max_bytes, b->cache.l1.max_bytes);
     assert_int_equal(a->cache.l1.max_entries, b->cache.l1.max_entries);
     assert_int_equal(a->cache.l1.shards, b->cache.l1.shards);
@@ -212,6 +214,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.cache.tts_ttl_s, 604800);
     assert_int_equal(cfg.cache.max_ttl_s, 2592000);
     assert_int_equal(cfg.cache.batch_max_items, 100);
+    assert_int_equal(cfg.cache.audio_sweep_interval_s, 3600);
+    assert_int_equal(cfg.cache.audio_sweep_grace_s, 3600);
     assert_int_equal(cfg.cache.l1.max_bytes, 67108864);
     assert_int_equal(cfg.cache.l1.max_entries, 100000);
     assert_int_equal(cfg.cache.l1.shards, 16);
@@ -811,6 +815,8 @@ static void test_describe(void **state)
         {"cache.tts_ttl_s", "VOXGATE_CACHE_TTS_TTL_S"},
         {"cache.max_ttl_s", "VOXGATE_CACHE_MAX_TTL_S"},
         {"cache.batch_max_items", "VOXGATE_CACHE_BATCH_MAX_ITEMS"},
+        {"cache.audio_sweep_interval_s", "VOXGATE_CACHE_AUDIO_SWEEP_INTERVAL_S"},
+        {"cache.audio_sweep_grace_s", "VOXGATE_CACHE_AUDIO_SWEEP_GRACE_S"},
         {"cache.l1.max_bytes", "VOXGATE_CACHE_L1_MAX_BYTES"},
         {"cache.l1.max_entries", "VOXGATE_CACHE_L1_MAX_ENTRIES"},
         {"cache.l1.shards", "VOXGATE_CACHE_L1_SHARDS"},
