@@ -237,12 +237,8 @@ static void *sweep_loop(void *ud)
     while (!sweeper.stop) {
         uint64_t now = mono_ms(), next = next_kv < next_audio ? next_kv : next_audio;
         if (now < next) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t ns = (uint64_t)ts.tv_nsec + (next - now) * 1000000u;
-            ts.tv_sec += (time_t)(ns / 1000000000u);
-            ts.tv_nsec = (long)(ns % 1000000000u);
-            pthread_cond_timedwait(&sweeper.cv, &sweeper.mu, &ts);
+            struct timespec dl = vg_deadline(CLOCK_REALTIME, next - now);
+            pthread_cond_timedwait(&sweeper.cv, &sweeper.mu, &dl);
             continue;
         }
         pthread_mutex_unlock(&sweeper.mu);

@@ -24,6 +24,16 @@ uint64_t vg_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec vg_deadline(clockid_t clk, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + ms % 1000u * 1000000u;
+    ts.tv_sec += (time_t)(ms / 1000u + ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
 static char *put_digits(char *o, unsigned v, int width)
 {
     for (int i = width - 1; i >= 0; i--) {

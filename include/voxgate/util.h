@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Result codes shared by every seam (kv, blob, l1, config...).
  * VG_OK and VG_NOTFOUND are not errors; negative values are. */
@@ -31,6 +32,10 @@ uint64_t vg_real_clock_ms(void);
 
 /* Monotonic nanoseconds, for durations only. */
 uint64_t vg_mono_ns(void);
+
+/* The time ms from now on clock clk, as pthread_cond_timedwait takes it
+ * (CLOCK_REALTIME for a default condition variable). */
+struct timespec vg_deadline(clockid_t clk, uint64_t ms);
 
 /* Format ms-since-epoch as RFC 3339 UTC with milliseconds:
  * "2026-11-24T08:01:02.345Z" (24 chars + NUL). */

@@ -488,14 +488,7 @@ static void *flusher_main(void *arg)
     unsigned ms = atomic_load(&log_flush_ms);
     pthread_mutex_lock(&flusher_mu);
     while (!flusher_stop) {
-        struct timespec dl;
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += ms / 1000;
-        dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
+        struct timespec dl = vg_deadline(CLOCK_MONOTONIC, ms);
         pthread_cond_timedwait(&flusher_cv, &flusher_mu, &dl);
         if (flusher_stop)
             break;

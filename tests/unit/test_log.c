@@ -408,14 +408,7 @@ static void step_to(stepper *s, int step)
 /* Waits up to ms for s->step >= step; true when it got there. */
 static bool step_wait(stepper *s, int step, int ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += ms / 1000;
-    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = vg_deadline(CLOCK_REALTIME, (uint64_t)ms);
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     while (s->step < step && rc == 0)

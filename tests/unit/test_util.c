@@ -240,6 +240,25 @@ static void clocks(void **state)
     vg_clock_ms = saved;
 }
 
+/* ms from now, normalised: between now+ms read before and after. */
+static void deadline(void **state)
+{
+    (void)state;
+    const uint64_t cases[] = {0, 1, 999, 1000, 1500, 86400000u + 999};
+    for (size_t i = 0; i < VG_ARRAY_LEN(cases); i++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        struct timespec d = vg_deadline(CLOCK_MONOTONIC, cases[i]);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        assert_true(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+        uint64_t dn = (uint64_t)d.tv_sec * 1000000000u + (uint64_t)d.tv_nsec;
+        uint64_t an = (uint64_t)a.tv_sec * 1000000000u + (uint64_t)a.tv_nsec;
+        uint64_t bn = (uint64_t)b.tv_sec * 1000000000u + (uint64_t)b.tv_nsec;
+        assert_true(dn >= an + cases[i] * 1000000u);
+        assert_true(dn <= bn + cases[i] * 1000000u);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,7 +266,7 @@ int main(void)
         cmocka_unit_test(buf_overflow),      cmocka_unit_test(json_escapes),
         cmocka_unit_test(json_valid_utf8),   cmocka_unit_test(json_invalid_utf8),
         cmocka_unit_test(json_worst_case_size), cmocka_unit_test(consttime),
-        cmocka_unit_test(parse_u64),         cmocka_unit_test(rfc3339),
+        cmocka_unit_test(parse_u64),         cmocka_unit_test(deadline),         cmocka_unit_test(rfc3339),
         cmocka_unit_test(clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
