@@ -39,20 +39,24 @@ function assertError(res, status, code, what) {
   assert.ok(res.json.error.message.length > 0);
 }
 
+// Two fakes that want the key sk-fake, and voxgate configured by
+// config(a, b) with that key in FAKE_KEY.
+async function startPair(config) {
+  const a = await startFakeOpenAI({ apiKey: 'sk-fake' });
+  const b = await startFakeOpenAI({ apiKey: 'sk-fake' });
+  const vg = await startVoxgate({ config: config(a, b), env: { FAKE_KEY: 'sk-fake' } });
+  return { a, b, vg };
+}
+
 describe('gateway with an OpenAI-compatible provider and a fallback', { timeout: SLOW }, () => {
   let a, b, vg;
   before(async () => {
-    a = await startFakeOpenAI({ apiKey: 'sk-fake' });
-    b = await startFakeOpenAI({ apiKey: 'sk-fake' });
-    vg = await startVoxgate({
-      config: {
-        limits: { max_connections: 4096 },
-        providers: { a: provider(a), b: provider(b) },
-        models: { 'tts-1': ['a', 'b'], 'whisper-1': ['a', 'b'] },
-        gateway: { timeout_ms: 2500 },
-      },
-      env: { FAKE_KEY: 'sk-fake' },
-    });
+    ({ a, b, vg } = await startPair((fa, fb) => ({
+      limits: { max_connections: 4096 },
+      providers: { a: provider(fa), b: provider(fb) },
+      models: { 'tts-1': ['a', 'b'], 'whisper-1': ['a', 'b'] },
+      gateway: { timeout_ms: 2500 },
+    })));
   });
   after(async () => { await stopClean(vg); await a.close(); await b.close(); });
   beforeEach(() => { a.reset(); b.reset(); });
@@ -329,15 +333,10 @@ describe('gateway concurrency slots and hanging calls', { timeout: SLOW }, () =>
 describe('gateway: a provider\'s voice map', { timeout: SLOW }, () => {
   let a, b, vg;
   before(async () => {
-    a = await startFakeOpenAI({ apiKey: 'sk-fake' });
-    b = await startFakeOpenAI({ apiKey: 'sk-fake' });
-    vg = await startVoxgate({
-      config: {
-        providers: { a: provider(a, { max_retries: 0 }), b: provider(b, { voices: { alloy: 'nova', echo: 'onyx' } }) },
-        models: { 'tts-1': ['a', 'b'] },
-      },
-      env: { FAKE_KEY: 'sk-fake' },
-    });
+    ({ a, b, vg } = await startPair((fa, fb) => ({
+      providers: { a: provider(fa, { max_retries: 0 }), b: provider(fb, { voices: { alloy: 'nova', echo: 'onyx' } }) },
+      models: { 'tts-1': ['a', 'b'] },
+    })));
   });
   after(async () => { await stopClean(vg); await a.close(); await b.close(); });
 
