@@ -230,6 +230,7 @@ static void sweep_audio(vg_app *app)
 static void *sweep_loop(void *ud)
 {
     vg_app *app = ud;
+    pthread_setname_np(pthread_self(), "vg-sweep");
     uint64_t kv_every = app->cfg->cache.lmdb.sweep_interval_s * 1000ull;
     uint64_t audio_every = app->cfg->cache.audio_sweep_interval_s * 1000ull;
     uint64_t next_kv = mono_ms() + kv_every, next_audio = audio_every ? mono_ms() : UINT64_MAX;

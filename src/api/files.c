@@ -569,6 +569,7 @@ static size_t up_read(void *ud, char *buf, size_t max)
 static void *up_thread(void *arg)
 {
     up_stream *u = arg;
+    pthread_setname_np(pthread_self(), "vg-upload"); /* not the HTTP thread's name */
     int rc = vg_blob_put_stream(u->blob, u->key, u->len, u->ct, u->mc.meta, u->mc.n, up_read, u);
     vg_blob_info info = {0};
     if (rc == VG_OK) {

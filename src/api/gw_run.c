@@ -714,6 +714,7 @@ static void store_done(gw_call *c, bool ok)
 static void *store_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "vg-store");
     pthread_mutex_lock(&gw.mu);
     for (;;) {
         while (!gw.store_head && !gw.stopping)

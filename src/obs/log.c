@@ -5,7 +5,8 @@
  * contiguous on the fd, so lines from different threads never mix.
  * Each buffer has two halves: the flusher writes one while its thread
  * goes on appending to the other, so a slow stdout delays the flusher,
- * not the threads that log. */
+ * not the threads that log. A round that finds nothing to write parks
+ * the flusher until the next line, so an idle process never wakes. */
 #include "voxgate/log.h"
 
 #include <errno.h>
@@ -56,6 +57,10 @@ static pthread_cond_t flusher_cv;
 static pthread_t flusher_tid;
 static bool flusher_running;
 static bool flusher_stop;
+/* A line was logged since the flusher's last round began. */
+static _Atomic bool log_dirty;
+/* The flusher waits without a deadline; the first line must wake it. */
+static _Atomic bool flusher_parked;
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t buf_key;
@@ -430,6 +435,28 @@ static size_t buf_append(logbuf *b, uint64_t ts, vg_log_level level, const char 
     return 0;
 }
 
+/* Only the first line after a flusher round pays more than a load (a
+ * plain load on x86 even when sequentially consistent), and only a
+ * parked flusher is signalled: a waiting one keeps its period, so lines
+ * still go out in batches. Every access here and in the flusher is
+ * sequentially consistent, so of a writer (set log_dirty, read
+ * flusher_parked) and a parking flusher (set flusher_parked, read
+ * log_dirty) one always sees the other: no line waits on a parked
+ * flusher. */
+static void mark_dirty(void)
+{
+    if (atomic_load(&log_dirty) || atomic_exchange(&log_dirty, true))
+        return;
+    if (atomic_load(&flusher_parked)) {
+        /* Checked again under the lock: a flusher that stopped meanwhile
+         * has cleared it, and its condition variable may be gone. */
+        pthread_mutex_lock(&flusher_mu);
+        if (atomic_load(&flusher_parked))
+            pthread_cond_signal(&flusher_cv);
+        pthread_mutex_unlock(&flusher_mu);
+    }
+}
+
 void vg_log(vg_log_level level, const char *request_id, const char *msg,
             const vg_log_field *fields, size_t nfields)
 {
@@ -451,6 +478,7 @@ void vg_log(vg_log_level level, const char *request_id, const char *msg,
         buf_drain(b);
     }
     pthread_mutex_unlock(&b->mu);
+    mark_dirty();
 }
 
 /* Step back so the cut does not land inside a UTF-8 sequence. */
@@ -485,15 +513,27 @@ void vg_logf(vg_log_level level, const char *request_id, const char *fmt, ...)
 static void *flusher_main(void *arg)
 {
     VG_UNUSED(arg);
+    pthread_setname_np(pthread_self(), "vg-log");
     unsigned ms = atomic_load(&log_flush_ms);
+    bool idle = false;
     pthread_mutex_lock(&flusher_mu);
     while (!flusher_stop) {
+        if (idle) {
+            atomic_store(&flusher_parked, true);
+            if (!atomic_load(&log_dirty))
+                pthread_cond_wait(&flusher_cv, &flusher_mu);
+            atomic_store(&flusher_parked, false);
+        }
+        /* Woken or not, wait out the period: the line that woke us
+         * usually has company within it. */
         struct timespec dl = vg_deadline(CLOCK_MONOTONIC, ms);
-        pthread_cond_timedwait(&flusher_cv, &flusher_mu, &dl);
+        while (!flusher_stop && pthread_cond_timedwait(&flusher_cv, &flusher_mu, &dl) == 0)
+            ;
         if (flusher_stop)
             break;
         /* Not under flusher_mu: shutdown must be able to signal us. */
         pthread_mutex_unlock(&flusher_mu);
+        idle = !atomic_exchange(&log_dirty, false);
         flush_all();
         pthread_mutex_lock(&flusher_mu);
     }

@@ -714,6 +714,7 @@ static void wait_and_dispatch(vg_engine *e, long wait)
 static void *event_loop(void *arg)
 {
     vg_engine *e = arg;
+    pthread_setname_np(pthread_self(), "vg-engine");
     for (;;) {
         pthread_mutex_lock(&e->mu);
         bool stop = e->stopping, queued = e->queue_head != NULL;

@@ -829,6 +829,7 @@ static void run_one(lqueue *q, ljob *j, bool stopping)
 static void *worker_main(void *arg)
 {
     lqueue *q = arg;
+    pthread_setname_np(pthread_self(), "vg-local");
     for (;;) {
         bool stopping;
         ljob *j = q_pop(q, &stopping);

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <time.h>
@@ -307,6 +308,52 @@ static void test_exited_thread_flushed(void **state)
     close(fd);
 }
 
+/* Polls fd until it holds `want`; up to ~2 s on a loaded machine. */
+static void wait_for_text(int fd, const char *want)
+{
+    char *out = NULL;
+    for (int i = 0; i < 2000; i++) {
+        free(out);
+        out = slurp(fd, NULL);
+        if (strstr(out, want))
+            break;
+        usleep(1000);
+    }
+    assert_non_null(strstr(out, want));
+    free(out);
+}
+
+/* Voluntary context switches of this process's thread named `name`. */
+static long thread_switches(const char *name)
+{
+    long found = -1;
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    for (struct dirent *e; found < 0 && (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], line[128];
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        bool match = f && fgets(line, sizeof line, f) && !strncmp(line, name, strlen(name)) &&
+                     line[strlen(name)] == '\n';
+        if (f)
+            fclose(f);
+        if (!match)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        f = fopen(path, "r");
+        assert_non_null(f);
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %ld", &found) == 1)
+                break;
+        fclose(f);
+    }
+    closedir(d);
+    assert_true(found >= 0);
+    return found;
+}
+
 /* With no explicit flush, the flusher gets a buffered line out on time. */
 static void test_flusher_timer(void **state)
 {
@@ -314,16 +361,27 @@ static void test_flusher_timer(void **state)
     int fd = tmp_fd();
     vg_log_init(fd, VG_LOG_INFO, 5);
     vg_log(VG_LOG_INFO, NULL, "tick", NULL, 0);
-    char *out = NULL;
-    for (int i = 0; i < 2000; i++) { /* up to ~2 s on a loaded machine */
-        free(out);
-        out = slurp(fd, NULL);
-        if (*out)
-            break;
-        usleep(1000);
-    }
-    assert_non_null(strstr(out, "\"msg\":\"tick\"}\n"));
-    free(out);
+    wait_for_text(fd, "\"msg\":\"tick\"}\n");
+    vg_log_shutdown();
+    close(fd);
+}
+
+/* An idle flusher sleeps until the next line instead of waking every
+ * period, and that line still goes out promptly. */
+static void test_idle_flusher_parks(void **state)
+{
+    (void)state;
+    int fd = tmp_fd();
+    vg_log_init(fd, VG_LOG_INFO, 2);
+    vg_log(VG_LOG_INFO, NULL, "before", NULL, 0);
+    wait_for_text(fd, "\"msg\":\"before\"}\n");
+    usleep(50 * 1000); /* a round that finds nothing parks it */
+    long a = thread_switches("vg-log");
+    usleep(300 * 1000); /* 150 periods */
+    long b = thread_switches("vg-log");
+    assert_true(b - a <= 2);
+    vg_log(VG_LOG_INFO, NULL, "after", NULL, 0);
+    wait_for_text(fd, "\"msg\":\"after\"}\n");
     vg_log_shutdown();
     close(fd);
 }
@@ -494,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_threads_no_interleave),
         cmocka_unit_test(test_exited_thread_flushed),
         cmocka_unit_test(test_flusher_timer),
+        cmocka_unit_test(test_idle_flusher_parks),
         cmocka_unit_test(test_long_line),
         cmocka_unit_test(test_slow_stdout_does_not_stall),
     };
