@@ -96,6 +96,16 @@ typedef struct vg_blob_ops {
                       size_t (*read)(void *ud, char *buf, size_t max), void *ud);
     /* See vg_blob_sweep. NULL: it pages through list + del. */
     int (*sweep)(vg_blob *b, struct vg_blob_sweep_job *job);
+    /* The object as an open file, so a large one can be sent with
+     * sendfile instead of read into memory: *fd (the caller closes it)
+     * holds info->size bytes from *offset. With verify, the bytes are
+     * hashed against the sha256 recorded at put (info->etag) the first
+     * time each file is opened, and VG_ECORRUPT when they differ; a file
+     * that passed is trusted while its inode, size and ctime stay the
+     * same (objects are never rewritten in place: a put renames a new
+     * file over the name). NULL when the store has no files (S3). */
+    int (*open)(vg_blob *b, const char *key, bool verify, int *fd, uint64_t *offset,
+                vg_blob_info *info);
 } vg_blob_ops;
 
 #define VG_BLOB_READ_ABORT ((size_t)-1)
@@ -134,6 +144,10 @@ static inline int vg_blob_presign(vg_blob *b, const char *k, unsigned expires_s,
 { return b->ops->presign ? b->ops->presign(b, k, expires_s, url) : VG_EINVAL; }
 
 static inline bool vg_blob_can_stream(vg_blob *b) { return b->ops->put_stream != NULL; }
+static inline bool vg_blob_can_open(vg_blob *b) { return b->ops->open != NULL; }
+static inline int vg_blob_open(vg_blob *b, const char *k, bool verify, int *fd, uint64_t *offset,
+                               vg_blob_info *info)
+{ return b->ops->open ? b->ops->open(b, k, verify, fd, offset, info) : VG_EINVAL; }
 static inline int vg_blob_put_stream(vg_blob *b, const char *k, uint64_t len, const char *ct,
                                      const vg_blob_meta *m, size_t nm,
                                      size_t (*read)(void *ud, char *buf, size_t max), void *ud)

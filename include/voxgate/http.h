@@ -133,6 +133,11 @@ void vg_reply_buf(vg_req *r, unsigned status, const char *ctype, vg_buf *body,
 /* Zero copy: data stays owned by the caller until release(cls) runs. */
 void vg_reply_ref(vg_req *r, unsigned status, const char *ctype, const void *data, size_t len,
                   void (*release)(void *cls), void *cls, const vg_header *hdrs, size_t nh);
+/* The body is len bytes of the file fd from off, sent by the kernel
+ * (sendfile) and never held in memory; fd is closed when the answer is
+ * done, or at once if it cannot be made. */
+void vg_reply_fd(vg_req *r, unsigned status, const char *ctype, int fd, uint64_t off,
+                 uint64_t len, const vg_header *hdrs, size_t nh);
 /* A HEAD answer announcing a body of len bytes that is never sent. */
 void vg_reply_head(vg_req *r, unsigned status, const char *ctype, uint64_t len,
                    const vg_header *hdrs, size_t nh);

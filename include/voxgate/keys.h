@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define VG_SHA256_HEX 64
 #define VG_IDENT_MAX 64
@@ -15,6 +16,9 @@ typedef enum { VG_KIND_STT = 0, VG_KIND_TTS = 1 } vg_kind;
 /* Lowercase hex SHA-256 of data; out gets 64 chars + NUL. */
 void vg_sha256_hex(const void *data, size_t len, char out[VG_SHA256_HEX + 1]);
 void vg_sha256_raw(const void *data, size_t len, unsigned char out[32]);
+/* SHA-256 of len bytes of fd from off, read in pieces: VG_OK, VG_ECORRUPT
+ * when the file ends first, VG_ERR with errno set when a read fails. */
+int vg_sha256_fd(int fd, uint64_t off, uint64_t len, unsigned char out[32]);
 void vg_hex_lower(const unsigned char *in, size_t n, char *out /* 2n+1 */);
 
 /* [A-Za-z0-9_.-]{1,64} */

@@ -482,15 +482,26 @@ static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
     vg_buf audio = {0};
     if (h->rc == VG_ECORRUPT)
         drop_corrupt(r, k, "tts metadata does not decode");
+    char etag[70];
+    snprintf(etag, sizeof etag, "\"%s\"", m->sha256);
+    vg_header hd[] = {HIT_L2, {"ETag", etag}};
+    if (h->rc == VG_OK && vg_tier_tts_audio_as_file(app, m)) {
+        int fd;
+        uint64_t off;
+        if (vg_tier_tts_audio_fd(app, vg_req_id(r), k->key, k->klen, m, &fd, &off) != VG_OK) {
+            reply_miss(r);
+            return;
+        }
+        vg_req_set_cache(r, "hit_l2");
+        vg_reply_fd(r, 200, m->content_type, fd, off, m->size, hd, VG_ARRAY_LEN(hd));
+        return;
+    }
     if (h->rc != VG_OK || tts_audio(r, k, m, &audio) != VG_OK) {
         reply_miss(r);
         return;
     }
     vg_l1_put(app->l1, k->key, k->klen, audio.data, audio.len, m->content_type, m->sha256,
               m->created_ms, exp);
-    char etag[70];
-    snprintf(etag, sizeof etag, "\"%s\"", m->sha256);
-    vg_header hd[] = {HIT_L2, {"ETag", etag}};
     vg_req_set_cache(r, "hit_l2");
     vg_reply_buf(r, 200, m->content_type, &audio, hd, VG_ARRAY_LEN(hd));
     vg_buf_free(&audio);

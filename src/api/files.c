@@ -385,6 +385,19 @@ static void file_get(vg_req *r, const char *key)
         vg_reply_head(r, 200, info.content_type, info.size, fh.h, fh.n);
         return;
     }
+    if (vg_blob_can_open(app->blob)) { /* sent from the file, never held in memory */
+        int fd;
+        uint64_t off;
+        int rc = vg_blob_open(app->blob, key, false, &fd, &off, &info);
+        if (rc != VG_OK) {
+            reply_store_error(r, rc, "the read");
+            return;
+        }
+        headers_of(&info, &fh);
+        vg_reply_fd(r, 200, info.content_type[0] ? info.content_type : "application/octet-stream",
+                    fd, off, info.size, fh.h, fh.n);
+        return;
+    }
     vg_buf data = {0};
     int rc = vg_blob_get(app->blob, key, &data, &info);
     if (rc != VG_OK) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include "api.h"
@@ -619,11 +620,15 @@ void gw_answer_send(vg_req *r, gw_api api, const gw_answer *a)
             answer_stt(r, api, a, h, 3);
         if (a->release)
             a->release(a->release_cls);
+        if (a->from_file)
+            close(a->fd);
         return;
     }
     snprintf(etag, sizeof etag, "\"%s\"", a->sha256);
     h[3].value = a->sha256[0] ? etag : NULL;
-    if (a->release)
+    if (a->from_file)
+        vg_reply_fd(r, 200, a->ctype, a->fd, a->fd_off, a->len, h, 4);
+    else if (a->release)
         vg_reply_ref(r, 200, a->ctype, a->data, a->len, a->release, a->release_cls, h, 4);
     else
         vg_reply(r, 200, a->ctype, a->data, a->len, h, 4);
@@ -685,14 +690,24 @@ static bool l2_hit_tts(vg_req *r, gw_api api, gw_job *j, gw_target *t)
     vg_tts_meta m;
     uint64_t exp = 0;
     vg_buf audio = {0};
-    if (vg_tier_tts_meta(app, vg_req_id(r), t->key, t->klen, &m, &exp) != VG_OK ||
-        vg_tier_tts_audio(app, vg_req_id(r), t->key, t->klen, &m, &audio) != VG_OK)
+    if (vg_tier_tts_meta(app, vg_req_id(r), t->key, t->klen, &m, &exp) != VG_OK)
         return false;
-    vg_l1_put(app->l1, t->key, t->klen, audio.data, audio.len, m.content_type, m.sha256,
-              m.created_ms, exp);
-    gw_answer a = {.cache = "hit_l2", .data = audio.data, .len = audio.len,
-                   .ctype = m.content_type, .format = j->format, .language = t->parts.language,
-                   .key = t->key, .stored = true};
+    gw_answer a = {.cache = "hit_l2", .ctype = m.content_type, .format = j->format,
+                   .language = t->parts.language, .key = t->key, .stored = true};
+    if (vg_tier_tts_audio_as_file(app, &m)) {
+        if (vg_tier_tts_audio_fd(app, vg_req_id(r), t->key, t->klen, &m, &a.fd, &a.fd_off) !=
+            VG_OK)
+            return false;
+        a.from_file = true;
+        a.len = m.size;
+    } else {
+        if (vg_tier_tts_audio(app, vg_req_id(r), t->key, t->klen, &m, &audio) != VG_OK)
+            return false;
+        vg_l1_put(app->l1, t->key, t->klen, audio.data, audio.len, m.content_type, m.sha256,
+                  m.created_ms, exp);
+        a.data = audio.data;
+        a.len = audio.len;
+    }
     gw_answer_provider(&a, t->gp);
     snprintf(a.sha256, sizeof a.sha256, "%s", m.sha256);
     gw_answer_send(r, api, &a);

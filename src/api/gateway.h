@@ -82,6 +82,10 @@ typedef struct gw_answer {
     void (*release)(void *cls);  /* when set, gw_answer_send calls it once data is no
                                     longer needed (zero-copy for audio) */
     void *release_cls;
+    bool from_file;         /* the audio is len bytes of fd from fd_off (a large L2
+                               hit); gw_answer_send closes fd */
+    int fd;
+    uint64_t fd_off;
 } gw_answer;
 
 void gw_answer_provider(gw_answer *a, const gw_prov *gp);

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "voxgate/keys.h"
 #include "voxgate/log.h"
@@ -80,6 +81,21 @@ int vg_tier_tts_meta(vg_app *app, const char *rid, const char *key, size_t klen,
     return rc;
 }
 
+/* Missing or failing audio takes its entry with it; other errors are
+ * the store's, and leave both for the next read. */
+static int audio_failed(vg_app *app, const char *rid, const char *key, size_t klen,
+                        const vg_tts_meta *m, int rc)
+{
+    if (rc == VG_NOTFOUND || rc == VG_ECORRUPT) {
+        vg_tier_drop_corrupt(app, rid, key, klen,
+                             rc == VG_NOTFOUND ? "audio is missing" : "audio fails its check");
+        vg_blob_del(app->blob, m->blob);
+    } else {
+        vg_counter_inc(&app->m.blob_errors);
+    }
+    return rc;
+}
+
 int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen,
                       const vg_tts_meta *m, vg_buf *audio)
 {
@@ -92,15 +108,29 @@ int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen
             return VG_OK;
         rc = VG_ECORRUPT;
     }
-    if (rc == VG_NOTFOUND || rc == VG_ECORRUPT) {
-        vg_tier_drop_corrupt(app, rid, key, klen,
-                             rc == VG_NOTFOUND ? "audio is missing" : "audio fails its check");
-        vg_blob_del(app->blob, m->blob);
-    } else {
-        vg_counter_inc(&app->m.blob_errors);
-    }
     vg_buf_free(audio);
-    return rc;
+    return audio_failed(app, rid, key, klen, m, rc);
+}
+
+bool vg_tier_tts_audio_as_file(vg_app *app, const vg_tts_meta *m)
+{
+    return vg_blob_can_open(app->blob) && m->size > app->cfg->cache.l1.max_item_bytes;
+}
+
+int vg_tier_tts_audio_fd(vg_app *app, const char *rid, const char *key, size_t klen,
+                         const vg_tts_meta *m, int *fd, uint64_t *offset)
+{
+    vg_blob_info info;
+    int rc = vg_blob_open(app->blob, m->blob, true, fd, offset, &info);
+    if (rc == VG_OK) {
+        /* The store checked the bytes against its own digest; that must
+         * be the entry's. */
+        if (info.size == m->size && strcmp(info.etag, m->sha256) == 0)
+            return VG_OK;
+        close(*fd);
+        rc = VG_ECORRUPT;
+    }
+    return audio_failed(app, rid, key, klen, m, rc);
 }
 
 vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_parts *parts,

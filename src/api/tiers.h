@@ -35,6 +35,13 @@ int vg_tier_tts_meta(vg_app *app, const char *rid, const char *key, size_t klen,
  * answer. A store error is counted and is a miss too. */
 int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen,
                       const vg_tts_meta *m, vg_buf *audio);
+/* Audio too big for L1 is better sent from its file than read into
+ * memory on every hit, when the store has files (the local one). */
+bool vg_tier_tts_audio_as_file(vg_app *app, const vg_tts_meta *m);
+/* As vg_tier_tts_audio, but the audio is *fd from *offset (m->size
+ * bytes; the caller closes it), checked by the store once per file. */
+int vg_tier_tts_audio_fd(vg_app *app, const char *rid, const char *key, size_t klen,
+                         const vg_tts_meta *m, int *fd, uint64_t *offset);
 
 typedef enum { VG_TTS_STORED = 0, VG_TTS_BLOB_FAILED, VG_TTS_META_FAILED } vg_tts_store_rc;
 /* Audio to the blob store, then its metadata to L2 (an older blob of the

@@ -13,10 +13,12 @@
  * allocate nothing and cannot fail. */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "voxgate/util.h"
 
@@ -38,6 +40,27 @@ void vg_sha256_raw(const void *data, size_t len, unsigned char out[32])
     SHA256_Init(&c);
     SHA256_Update(&c, data, len);
     SHA256_Final(out, &c);
+}
+
+int vg_sha256_fd(int fd, uint64_t off, uint64_t len, unsigned char out[32])
+{
+    unsigned char buf[64 * 1024];
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    while (len > 0) {
+        ssize_t r = pread(fd, buf, len < sizeof buf ? (size_t)len : sizeof buf, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return VG_ERR; /* errno says why */
+        if (r == 0)
+            return VG_ECORRUPT;
+        SHA256_Update(&c, buf, (size_t)r);
+        off += (uint64_t)r;
+        len -= (uint64_t)r;
+    }
+    SHA256_Final(out, &c);
+    return VG_OK;
 }
 
 void vg_sha256_hex(const void *data, size_t len, char out[VG_SHA256_HEX + 1])

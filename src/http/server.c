@@ -198,6 +198,15 @@ void vg_reply_ref(vg_req *r, unsigned status, const char *ctype, const void *dat
     queue(r, status, resp, ctype, len, hdrs, nh);
 }
 
+void vg_reply_fd(vg_req *r, unsigned status, const char *ctype, int fd, uint64_t off,
+                 uint64_t len, const vg_header *hdrs, size_t nh)
+{
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, off);
+    if (!resp)
+        close(fd);
+    queue(r, status, resp, ctype, (size_t)len, hdrs, nh);
+}
+
 typedef struct header_iter {
     bool (*fn)(void *ud, const char *name, const char *value);
     void *ud;

@@ -22,7 +22,8 @@
  *
  * The etag is the lowercase hex sha256 of the data, computed once at put.
  * Reads check the header and the file length, not the digest: callers that
- * need integrity (TTS entries) verify their own sha256 already.
+ * need integrity (TTS entries) verify their own sha256 already, or open
+ * the file with verify, which hashes each unchanged file once.
  *
  * Durability. put writes a temp file in the target directory, fsyncs it,
  * renames it over the object and fsyncs the directory; directories it
@@ -67,6 +68,9 @@ static const char magic[8] = {'V', 'G', 'B', 'L', 'O', 'B', '2', '\n'};
  * still be using one, and closing it could hand its number to a new file. */
 #define MAX_RETIRED 16
 
+/* Remembered verified files (see local_open). */
+#define VERIFIED_SLOTS 512
+
 typedef struct local_blob {
     vg_blob base;
     _Atomic int root;
@@ -76,6 +80,15 @@ typedef struct local_blob {
     size_t nretired;
     _Atomic uint64_t tmp_seq;
     _Atomic uint64_t puts, gets, deletes, errors, bytes_in, bytes_out, heads, lists;
+    /* Files whose bytes matched their digest (open with verify), one
+     * slot per inode hash: a clash only costs a second hashing. */
+    pthread_mutex_t verified_mu;
+    struct verified_file {
+        dev_t dev;
+        ino_t ino;              /* 0: empty (no file has inode 0) */
+        off_t size;
+        struct timespec ctime;
+    } verified[VERIFIED_SLOTS];
 } local_blob;
 
 typedef struct obj_hdr {
@@ -582,6 +595,68 @@ static int load_obj(local_blob *lb, const char *key, vg_buf *out, vg_blob_info *
     return rc;
 }
 
+static struct verified_file *verified_slot(local_blob *lb, const struct stat *st)
+{
+    uint64_t h = mix64((uint64_t)st->st_dev * 0x9e3779b97f4a7c15u ^ (uint64_t)st->st_ino);
+    return &lb->verified[h % VERIFIED_SLOTS];
+}
+
+/* The data of h's file hashes to h->sha, checked once per unchanged
+ * file: a ctime, size or inode change (a put renames a new file over the
+ * name; a tamperer's write moves ctime) means hashing again. */
+static int verify_data(local_blob *lb, int fd, const obj_hdr *h)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno_rc(errno);
+    struct verified_file now = {st.st_dev, st.st_ino, st.st_size, st.st_ctim};
+    pthread_mutex_lock(&lb->verified_mu);
+    struct verified_file *v = verified_slot(lb, &st);
+    bool known = v->ino == now.ino && v->dev == now.dev && v->size == now.size &&
+                 v->ctime.tv_sec == now.ctime.tv_sec && v->ctime.tv_nsec == now.ctime.tv_nsec;
+    pthread_mutex_unlock(&lb->verified_mu);
+    if (known)
+        return VG_OK;
+    unsigned char md[32];
+    int rc = vg_sha256_fd(fd, h->len, h->size, md);
+    if (rc == VG_ERR)
+        return errno_rc(errno);
+    if (rc != VG_OK || memcmp(md, h->sha, sizeof md) != 0)
+        return VG_ECORRUPT;
+    pthread_mutex_lock(&lb->verified_mu);
+    *v = now;
+    pthread_mutex_unlock(&lb->verified_mu);
+    return VG_OK;
+}
+
+static int local_open(vg_blob *b, const char *key, bool verify, int *fd_out, uint64_t *offset,
+                      vg_blob_info *info)
+{
+    local_blob *lb = (local_blob *)b;
+    uint64_t t0 = vg_mono_ns();
+    int fd;
+    int rc = open_obj(lb, key, &fd);
+    if (rc == VG_OK) {
+        obj_hdr h;
+        rc = load_hdr(fd, &h);
+        if (rc == VG_OK && verify)
+            rc = verify_data(lb, fd, &h);
+        if (rc == VG_OK) {
+            hdr_info(&h, info);
+            *offset = h.len;
+            *fd_out = fd;
+        } else {
+            close(fd);
+        }
+    }
+    if (rc == VG_OK || rc == VG_NOTFOUND)
+        count(&lb->gets, 1);
+    if (rc == VG_OK)
+        count(&lb->bytes_out, info->size);
+    observe(b, t0);
+    return tally(lb, rc);
+}
+
 /* out is replaced, not appended to; on failure it is left empty. */
 static int local_get(vg_blob *b, const char *key, vg_buf *out, vg_blob_info *info)
 {
@@ -1072,6 +1147,7 @@ static void local_close(vg_blob *b)
     for (size_t i = 0; i < lb->nretired; i++)
         close(lb->retired[i]);
     pthread_mutex_destroy(&lb->reopen_mu);
+    pthread_mutex_destroy(&lb->verified_mu);
     free(lb->path);
     free(lb);
 }
@@ -1088,6 +1164,7 @@ static const vg_blob_ops local_ops = {
     .put_meta = local_put_meta,
     .list = local_list,
     .sweep = local_sweep,
+    .open = local_open,
 };
 
 /* mkdir -p for the root, which may be absolute or relative to the cwd. */
@@ -1151,6 +1228,7 @@ int vg_blob_local_open(const char *dir, vg_blob **out, char *err, size_t errlen)
         return VG_ENOMEM;
     }
     pthread_mutex_init(&lb->reopen_mu, NULL);
+    pthread_mutex_init(&lb->verified_mu, NULL);
     atomic_init(&lb->root, root);
     atomic_init(&lb->tmp_seq, random_seed());
     *out = &lb->base;

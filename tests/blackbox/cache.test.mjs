@@ -601,3 +601,115 @@ describe('cache_epoch is part of the key', { timeout: 60000 }, () => {
     await stopClean(vg);
   });
 });
+
+// Audio over cache.l1.max_item_bytes never goes into L1; each hit used to
+// read the whole file and hash it. Now it is sent from its file
+// (sendfile) and hashed once per unchanged file.
+describe('TTS audio too big for L1 is sent from its file', { timeout: 120000 }, () => {
+  let vg;
+  const MAX_ITEM = 4096;
+  const memOf = () => {
+    const st = readFileSync(`/proc/${vg.child.pid}/status`, 'utf8');
+    const f = (n) => Number(st.match(new RegExp(`^${n}:\\s+(\\d+) kB`, 'm'))[1]) * 1024;
+    return { hwm: f('VmHWM'), rss: f('VmRSS') };
+  };
+
+  before(async () => {
+    vg = await startVoxgate({ env: { VOXGATE_CACHE_L1_MAX_ITEM_BYTES: String(MAX_ITEM) } });
+  });
+  after(async () => { if (vg) { await stopVoxgate(vg); cleanup(vg); } });
+
+  test('every hit is an L2 hit with the exact bytes; HEAD gives the length', async () => {
+    const k = ttsKey('big-file');
+    const audio = randomBytes(300 * 1024);
+    assert.equal((await putTts(vg, k, audio)).status, 201);
+    for (let i = 0; i < 3; i++) {
+      const g = await req(vg, 'GET', ttsPath(k));
+      assertHit(g, 'l2', `GET ${i}`);
+      assert.equal(g.headers.get('content-length'), String(audio.length));
+      assert.equal(g.headers.get('etag'), `"${sha256(audio)}"`);
+      assert.equal(g.headers.get('content-type'), 'audio/wav');
+      assert.ok(g.buf.equals(audio), `GET ${i}: the bytes`);
+    }
+    const h = await req(vg, 'HEAD', ttsPath(k));
+    assertHit(h, 'l2', 'HEAD');
+    assert.equal(h.headers.get('content-length'), String(audio.length));
+    assert.equal(h.buf.length, 0);
+  });
+
+  test('audio changed after it was checked is checked again: a miss, and the entry is removed', async () => {
+    const k = ttsKey('big-tamper');
+    const audio = randomBytes(64 * 1024);
+    assert.equal((await putTts(vg, k, audio)).status, 201);
+    assertHit(await req(vg, 'GET', ttsPath(k)), 'l2', 'before'); // checked and remembered
+    const f = blobFileOf(vg.dataDir, audio);
+    const b = readFileSync(f);
+    b[b.length - 1] ^= 0xff; // same size, same inode: only ctime tells
+    writeFileSync(f, b);
+    const s0 = await stats(vg);
+    assertMiss(await req(vg, 'GET', ttsPath(k)), 'after the change');
+    assertMiss(await req(vg, 'GET', ttsPath(k)), 'again');
+    const s1 = await stats(vg);
+    assert.equal(s1.cache.corrupt, s0.cache.corrupt + 1);
+    assert.equal(s1.cache.l2.entries, s0.cache.l2.entries - 1, 'the entry is removed');
+  });
+
+  test('a corrupt file is a miss on its first read too', async () => {
+    const k = ttsKey('big-corrupt');
+    const audio = randomBytes(64 * 1024);
+    assert.equal((await putTts(vg, k, audio)).status, 201);
+    const f = blobFileOf(vg.dataDir, audio);
+    const b = readFileSync(f);
+    b[b.length - 5000] ^= 0x01;
+    writeFileSync(f, b);
+    assertMiss(await req(vg, 'GET', ttsPath(k)));
+  });
+
+  test('the gateway answers an L2 hit of large audio from the file, in both answer modes', async () => {
+    const body = JSON.stringify({ text: 'please call me back tomorrow morning' });
+    const post = (headers = {}) => req(vg, 'POST', '/v1/tts', {
+      body, headers: { 'Content-Type': 'application/json', ...headers } });
+    const first = await post();
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.headers.get('x-cache'), 'MISS');
+    assert.ok(first.buf.length > MAX_ITEM, `speech of ${first.buf.length} bytes`);
+    // The store thread persists after the answer.
+    let again;
+    for (let i = 0; i < 100; i++) {
+      again = await post();
+      if (again.headers.get('x-cache-tier') === 'l2') break;
+      await sleep(20);
+    }
+    assertHit(again, 'l2', 'second /v1/tts');
+    assert.ok(again.buf.equals(first.buf), 'the same speech');
+    const j = await post({ Accept: 'application/json' });
+    assert.equal(j.status, 200, j.text);
+    assert.equal(j.json.cache, 'hit_l2');
+    assert.equal(j.json.bytes, first.buf.length);
+    const a = await fetch(new URL(j.json.audio_url, vg.url));
+    assert.equal(a.status, 200);
+    assert.ok(Buffer.from(await a.arrayBuffer()).equals(first.buf), 'audio_url serves the speech');
+  });
+
+  test('Files API downloads are sent from the file: 4 at once of 16 MiB hold no copy in memory', async () => {
+    const big = randomBytes(16 * 1024 * 1024);
+    const p = await req(vg, 'PUT', '/v1/files/dl/big.bin', {
+      body: big, headers: { 'Content-Type': 'application/octet-stream' } });
+    assert.equal(p.status, 201, p.text);
+    const m0 = memOf();
+    const gets = await Promise.all([0, 1, 2, 3].map(() => req(vg, 'GET', '/v1/files/dl/big.bin')));
+    const m1 = memOf();
+    for (const g of gets) {
+      assert.equal(g.status, 200);
+      assert.equal(g.headers.get('content-length'), String(big.length));
+      assert.ok(g.buf.equals(big));
+    }
+    const grew = m1.hwm - m0.hwm;
+    console.log(`# 4 x 16 MiB downloads: VmHWM +${grew >> 10} kB`);
+    assert.ok(grew < big.length / 2, `VmHWM grew ${grew} bytes for 4 downloads of ${big.length}`);
+  });
+
+  test('server stops cleanly (exit 0)', async () => {
+    await stopClean(vg);
+  });
+});

@@ -6,9 +6,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "voxgate/keys.h"
+#include "voxgate/util.h"
 
 #define H64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define H64U "0123456789ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef"
@@ -174,6 +176,30 @@ static void provider_prefix(void **state)
     assert_false(vg_key_has_provider_prefix("voxgate:tts:open", 16, pfx, (size_t)pl));
 }
 
+/* The file digest matches the one-shot one, from any offset, and a
+ * file shorter than announced is corrupt. */
+static void sha256_of_file(void **state)
+{
+    (void)state;
+    FILE *fp = tmpfile();
+    assert_non_null(fp);
+    int fd = fileno(fp);
+    static char data[200000];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (char)(i * 31 + (i >> 9));
+    assert_int_equal(write(fd, data, sizeof data), sizeof data);
+    unsigned char got[32], want[32];
+    const size_t cuts[][2] = {{0, sizeof data}, {17, sizeof data - 17}, {65536, 65536}, {5, 0}};
+    for (size_t i = 0; i < VG_ARRAY_LEN(cuts); i++) {
+        assert_int_equal(vg_sha256_fd(fd, cuts[i][0], cuts[i][1], got), VG_OK);
+        vg_sha256_raw(data + cuts[i][0], cuts[i][1], want);
+        assert_memory_equal(got, want, 32);
+    }
+    assert_int_equal(vg_sha256_fd(fd, 100, sizeof data, got), VG_ECORRUPT);
+    fclose(fp);
+    assert_int_equal(vg_sha256_fd(-1, 0, 1, got), VG_ERR);
+}
+
 static void canon_order_and_nulls(void **state)
 {
     char a[VG_SHA256_HEX + 1], b[VG_SHA256_HEX + 1], c[VG_SHA256_HEX + 1];
@@ -285,7 +311,8 @@ int main(void)
         cmocka_unit_test(sha256_vectors),      cmocka_unit_test(idents),
         cmocka_unit_test(hashes),              cmocka_unit_test(key_strings),
         cmocka_unit_test(key_invalid),         cmocka_unit_test(key_small_buffer),
-        cmocka_unit_test(provider_prefix),     cmocka_unit_test(canon_order_and_nulls),
+        cmocka_unit_test(provider_prefix),     cmocka_unit_test(sha256_of_file),
+        cmocka_unit_test(canon_order_and_nulls),
         cmocka_unit_test(canon_encoding),      cmocka_unit_test(canon_unambiguous),
         cmocka_unit_test(canon_rejects),       cmocka_unit_test(canon_many_params),
     };
