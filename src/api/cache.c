@@ -478,14 +478,17 @@ static int tts_audio(vg_req *r, const cache_key *k, const vg_tts_meta *m, vg_buf
 static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64_t exp)
 {
     vg_app *app = vg_req_app(r);
-    const vg_tts_meta *m = &h->m;
-    vg_buf audio = {0};
+    const vg_tts_meta *m = &h->m; /* decoded only when h->rc is VG_OK */
     if (h->rc == VG_ECORRUPT)
         drop_corrupt(r, k, "tts metadata does not decode");
+    if (h->rc != VG_OK) {
+        reply_miss(r);
+        return;
+    }
     char etag[70];
     snprintf(etag, sizeof etag, "\"%s\"", m->sha256);
     vg_header hd[] = {HIT_L2, {"ETag", etag}};
-    if (h->rc == VG_OK && vg_tier_tts_audio_as_file(app, m)) {
+    if (vg_tier_tts_audio_as_file(app, m)) {
         int fd;
         uint64_t off;
         if (vg_tier_tts_audio_fd(app, vg_req_id(r), k->key, k->klen, m, &fd, &off) != VG_OK) {
@@ -496,7 +499,8 @@ static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
         vg_reply_fd(r, 200, m->content_type, fd, off, m->size, hd, VG_ARRAY_LEN(hd));
         return;
     }
-    if (h->rc != VG_OK || tts_audio(r, k, m, &audio) != VG_OK) {
+    vg_buf audio = {0};
+    if (tts_audio(r, k, m, &audio) != VG_OK) {
         reply_miss(r);
         return;
     }
