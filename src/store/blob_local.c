@@ -595,6 +595,17 @@ static int load_obj(local_blob *lb, const char *key, vg_buf *out, vg_blob_info *
     return rc;
 }
 
+/* A read's accounting: a found or missing object is a get, its bytes
+ * go out; anything else is an error (or the caller's mistake). */
+static int got(local_blob *lb, uint64_t t0, int rc, uint64_t bytes)
+{
+    if (rc == VG_OK || rc == VG_NOTFOUND)
+        count(&lb->gets, 1);
+    count(&lb->bytes_out, bytes);
+    observe(&lb->base, t0);
+    return tally(lb, rc);
+}
+
 static struct verified_file *verified_slot(local_blob *lb, const struct stat *st)
 {
     uint64_t h = mix64((uint64_t)st->st_dev * 0x9e3779b97f4a7c15u ^ (uint64_t)st->st_ino);
@@ -649,12 +660,7 @@ static int local_open(vg_blob *b, const char *key, bool verify, int *fd_out, uin
             close(fd);
         }
     }
-    if (rc == VG_OK || rc == VG_NOTFOUND)
-        count(&lb->gets, 1);
-    if (rc == VG_OK)
-        count(&lb->bytes_out, info->size);
-    observe(b, t0);
-    return tally(lb, rc);
+    return got(lb, t0, rc, rc == VG_OK ? info->size : 0);
 }
 
 /* out is replaced, not appended to; on failure it is left empty. */
@@ -665,12 +671,7 @@ static int local_get(vg_blob *b, const char *key, vg_buf *out, vg_blob_info *inf
     int rc = load_obj(lb, key, out, info);
     if (rc != VG_OK)
         vg_buf_reset(out);
-    if (rc == VG_OK || rc == VG_NOTFOUND)
-        count(&lb->gets, 1);
-    if (rc == VG_OK)
-        count(&lb->bytes_out, out->len);
-    observe(b, t0);
-    return tally(lb, rc);
+    return got(lb, t0, rc, rc == VG_OK ? out->len : 0);
 }
 
 static int local_head(vg_blob *b, const char *key, vg_blob_info *info)
