@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { startVoxgate, stopVoxgate, cleanup, rawRequest, sha256, hex64, qs, req, sleep } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, rawRequest, sha256, hex64, qs, req, sleep, memOf } from './lib.mjs';
 
 const MAX_TTS_CHARS = 10;
 const DEFAULT_MAX_TTL_S = 2592000;
@@ -608,11 +608,6 @@ describe('cache_epoch is part of the key', { timeout: 60000 }, () => {
 describe('TTS audio too big for L1 is sent from its file', { timeout: 120000 }, () => {
   let vg;
   const MAX_ITEM = 4096;
-  const memOf = () => {
-    const st = readFileSync(`/proc/${vg.child.pid}/status`, 'utf8');
-    const f = (n) => Number(st.match(new RegExp(`^${n}:\\s+(\\d+) kB`, 'm'))[1]) * 1024;
-    return { hwm: f('VmHWM'), rss: f('VmRSS') };
-  };
 
   before(async () => {
     vg = await startVoxgate({ env: { VOXGATE_CACHE_L1_MAX_ITEM_BYTES: String(MAX_ITEM) } });
@@ -696,9 +691,9 @@ describe('TTS audio too big for L1 is sent from its file', { timeout: 120000 }, 
     const p = await req(vg, 'PUT', '/v1/files/dl/big.bin', {
       body: big, headers: { 'Content-Type': 'application/octet-stream' } });
     assert.equal(p.status, 201, p.text);
-    const m0 = memOf();
+    const m0 = memOf(vg);
     const gets = await Promise.all([0, 1, 2, 3].map(() => req(vg, 'GET', '/v1/files/dl/big.bin')));
-    const m1 = memOf();
+    const m1 = memOf(vg);
     for (const g of gets) {
       assert.equal(g.status, 200);
       assert.equal(g.headers.get('content-length'), String(big.length));

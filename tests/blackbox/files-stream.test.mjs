@@ -10,7 +10,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { stopVoxgate, cleanup, req, sleep, sha256, waitForLog } from './lib.mjs';
+import { stopVoxgate, cleanup, req, sleep, sha256, waitForLog, memOf } from './lib.mjs';
 import { startS3rver, stopS3rver, startVoxgateS3, bucketKeys, BUCKET } from './s3lib.mjs';
 
 const SLOW = 180000;
@@ -21,13 +21,6 @@ async function stopChecked(vg) {
   const ex = await stopVoxgate(vg);
   cleanup(vg);
   assert.deepEqual(ex, { code: 0, signal: null }, vg.stderr);
-}
-
-// kB fields of /proc/<pid>/status, as bytes.
-function memOf(vg) {
-  const st = readFileSync(`/proc/${vg.child.pid}/status`, 'utf8');
-  const f = (n) => Number(st.match(new RegExp(`^${n}:\\s+(\\d+) kB`, 'm'))[1]) * 1024;
-  return { hwm: f('VmHWM'), rss: f('VmRSS') };
 }
 
 // What s3rver stored for key, read from its directory.

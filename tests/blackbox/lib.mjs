@@ -2,7 +2,7 @@
 // on a free loopback port with a temporary data_dir, wait until it
 // answers, collect its JSON log lines, and stop it (SIGTERM or SIGKILL).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,6 +153,14 @@ export function qs(params) {
 
 // One request to a started voxgate; the body is read whole and parsed as
 // JSON when it is JSON. Returns { status, headers, buf, text, json }.
+// A voxgate's peak and current resident memory (VmHWM, VmRSS of
+// /proc/<pid>/status), in bytes.
+export function memOf(vg) {
+  const st = readFileSync(`/proc/${vg.child.pid}/status`, 'utf8');
+  const f = (n) => Number(st.match(new RegExp(`^${n}:\\s+(\\d+) kB`, 'm'))[1]) * 1024;
+  return { hwm: f('VmHWM'), rss: f('VmRSS') };
+}
+
 export async function req(vg, method, path, { body, headers = {} } = {}) {
   const r = await fetch(new URL(path, vg.url), { method, body, headers });
   const buf = Buffer.from(await r.arrayBuffer());
