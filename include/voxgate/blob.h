@@ -143,6 +143,9 @@ static inline bool vg_blob_can_presign(vg_blob *b) { return b->ops->presign != N
 static inline int vg_blob_presign(vg_blob *b, const char *k, unsigned expires_s, vg_buf *url)
 { return b->ops->presign ? b->ops->presign(b, k, expires_s, url) : VG_EINVAL; }
 
+/* A store across the network (S3): any call may take up to its timeout,
+ * so HTTP handlers make them on vg-io threads (vg_req_offload). */
+static inline bool vg_blob_is_remote(const vg_blob *b) { return b->bucket != NULL; }
 static inline bool vg_blob_can_stream(vg_blob *b) { return b->ops->put_stream != NULL; }
 static inline bool vg_blob_can_open(vg_blob *b) { return b->ops->open != NULL; }
 static inline int vg_blob_open(vg_blob *b, const char *k, bool verify, int *fd, uint64_t *offset,

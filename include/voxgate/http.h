@@ -211,6 +211,31 @@ void vg_park_wake(vg_park *p);
  * sink's release returned). A no-op when it is not parked. */
 void vg_req_resume(vg_req *r);
 
+/* ---- work that may block on a remote store ---- */
+
+/* A handler's work that may block on the network (an S3 call can take
+ * up to s3.timeout_ms): the connection is parked and work(r, ud) runs on
+ * a vg-io thread, so the MHD thread goes on serving other connections.
+ * work may read the request and answer with any vg_reply_* (the answer
+ * is held and sent once the connection is back on its MHD thread); it
+ * must not park (vg_req_defer, vg_park_defer). When work did not answer,
+ * then(r, ud) runs on the MHD thread and answers or parks again (NULL:
+ * a 500). free_ud(ud), when not NULL, runs once the request is over.
+ * While the server is stopping, work and then run at once, here. */
+void vg_req_offload(vg_req *r, void (*work)(vg_req *r, void *ud),
+                    void (*then)(vg_req *r, void *ud), void *ud, void (*free_ud)(void *ud));
+
+/* The vg-io threads themselves (src/http/iopool.c): made on demand, at
+ * most VG_IO_MAX_THREADS; more jobs wait their turn in order. */
+#define VG_IO_MAX_THREADS 64
+/* Runs fn(ud) on a vg-io thread. VG_EUNAVAIL while stopping, VG_ENOMEM
+ * when no thread can be made: then nothing runs. */
+int vg_io_run(void (*fn)(void *ud), void *ud);
+/* Threads made so far, and how many of them wait for work (for tests). */
+unsigned vg_io_threads(unsigned *idle);
+/* Runs what is queued, waits for every job to end, joins the threads. */
+void vg_io_stop(void);
+
 /* ---- server lifecycle ---- */
 
 int vg_http_start(struct vg_app *app, const vg_route *routes, size_t nroutes, char *err,

@@ -14,6 +14,11 @@ extern const size_t vg_nroutes;
 struct cJSON;
 void vg_api_reply_json(vg_req *r, struct cJSON *doc);
 
+/* reply.c: run work(r, NULL) here on the local store; on a remote one
+ * (S3), whose calls may take up to s3.timeout_ms, on a vg-io thread with
+ * the connection parked (vg_req_offload). */
+void vg_api_store_work(vg_req *r, void (*work)(vg_req *r, void *ud));
+
 /* cache.c: the cache-aside API */
 void vg_api_cache_stt(vg_req *r);
 void vg_api_cache_tts(vg_req *r);

@@ -376,6 +376,17 @@ static void stt_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
     reply_miss(r);
 }
 
+/* The L2 read and answer, here and now. */
+static void l2_get(vg_req *r, const cache_key *k, vg_kind kind)
+{
+    vg_buf val = {0};
+    uint64_t exp = 0;
+    l2_hit h;
+    l2_decode(kind, l2_lookup(r, k, &val, &exp), &val, &h);
+    l2_answer(r, kind, k, &h, exp, &val);
+    vg_buf_free(&val);
+}
+
 /* GET of an STT or TTS entry: L1, then L2 (parked on the Redis event
  * thread when the backend has one, else read here). */
 static void entry_get(vg_req *r, const cache_key *k, vg_kind kind)
@@ -388,12 +399,7 @@ static void entry_get(vg_req *r, const cache_key *k, vg_kind kind)
     }
     if (l2_read_async(r, k, kind))
         return;
-    vg_buf val = {0};
-    uint64_t exp = 0;
-    l2_hit h;
-    l2_decode(kind, l2_lookup(r, k, &val, &exp), &val, &h);
-    l2_answer(r, kind, k, &h, exp, &val);
-    vg_buf_free(&val);
+    l2_get(r, k, kind);
 }
 
 static void stt_put(vg_req *r, const cache_key *k)
@@ -569,12 +575,47 @@ static void tts_del(vg_req *r, const cache_key *k)
     del_reply(r, k, rc);
 }
 
+/* A TTS request past L1 on a remote store (S3), where the audio is a
+ * network call: the whole of it, metadata included, on a vg-io thread. */
+static void tts_io(vg_req *r, void *ud)
+{
+    const cache_key *k = ud;
+    switch (vg_req_method(r)) {
+    case VG_M_PUT:
+        tts_put(r, k);
+        break;
+    case VG_M_DELETE:
+        tts_del(r, k);
+        break;
+    default:
+        l2_get(r, k, VG_KIND_TTS);
+    }
+}
+
 void vg_api_cache_tts(vg_req *r)
 {
+    vg_app *app = vg_req_app(r);
     cache_key k;
     if (!query_key(r, VG_KIND_TTS, &k))
         return;
-    switch (vg_req_method(r)) {
+    unsigned m = vg_req_method(r);
+    if (vg_blob_is_remote(app->blob)) {
+        vg_l1_item *it = m == VG_M_PUT || m == VG_M_DELETE ? NULL : l1_lookup(app, &k);
+        if (it) {
+            reply_l1_hit(r, it);
+            return;
+        }
+        cache_key *own = malloc(sizeof *own);
+        if (!own) {
+            vg_reply_error(r, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        *own = k;
+        own->parts.hash = own->hash;
+        vg_req_offload(r, tts_io, NULL, own, free);
+        return;
+    }
+    switch (m) {
     case VG_M_PUT:
         tts_put(r, &k);
         break;
@@ -908,8 +949,37 @@ static cJSON *batch_answer(vg_req *r, bitem *items, size_t n, vg_kv_op *ops)
     return ans;
 }
 
+static void batch(vg_req *r, void *ud);
+
+/* Does the body delete a TTS entry, whose audio delete is an S3 call? */
+static bool deletes_audio(const char *body, size_t len)
+{
+    cJSON *doc = vg_json_parse_exact(body, len);
+    const cJSON *del = cJSON_GetObjectItemCaseSensitive(doc, "delete"), *it;
+    if (!cJSON_IsArray(del))
+        del = NULL;
+    bool tts = false;
+    cJSON_ArrayForEach(it, del) {
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(it, "kind");
+        tts |= cJSON_IsString(kind) && strcmp(kind->valuestring, "tts") == 0;
+    }
+    cJSON_Delete(doc);
+    return tts;
+}
+
 void vg_api_cache_batch(vg_req *r)
 {
+    size_t len;
+    const char *body = vg_req_body(r, &len);
+    if (vg_blob_is_remote(vg_req_app(r)->blob) && deletes_audio(body, len))
+        vg_req_offload(r, batch, NULL, NULL, NULL);
+    else
+        batch(r, NULL);
+}
+
+static void batch(vg_req *r, void *ud)
+{
+    (void)ud;
     vg_app *app = vg_req_app(r);
     size_t len;
     const char *body = vg_req_body(r, &len);
@@ -1022,8 +1092,16 @@ static int invalidate_kind(vg_app *app, vg_kind kind, const char *provider, uint
     }
 }
 
+static void invalidate(vg_req *r, void *ud);
+
 void vg_api_cache_invalidate(vg_req *r)
 {
+    vg_api_store_work(r, invalidate); /* it deletes TTS audio */
+}
+
+static void invalidate(vg_req *r, void *ud)
+{
+    (void)ud;
     vg_app *app = vg_req_app(r);
     const char *provider = vg_req_query(r, "provider"), *kind = vg_req_query(r, "kind");
     key_err e;

@@ -420,8 +420,15 @@ static void file_del(vg_req *r, const char *key)
         reply_store_error(r, rc, "the delete");
 }
 
-void vg_api_files_key(vg_req *r)
+/* Every Files API handler is store work: on S3 it runs on a vg-io
+ * thread (vg_api_store_work). */
+static void files_key(vg_req *r, void *ud);
+
+void vg_api_files_key(vg_req *r) { vg_api_store_work(r, files_key); }
+
+static void files_key(vg_req *r, void *ud)
 {
+    (void)ud;
     char key[KEY_MAX + 1];
     unsigned m = vg_req_method(r);
     if (!key_param(r, key, m == VG_M_PUT))
@@ -831,18 +838,26 @@ static void file_list(vg_req *r)
     vg_buf_free(&b);
 }
 
-void vg_api_files_root(vg_req *r)
+static void files_root(vg_req *r, void *ud)
 {
+    (void)ud;
     if (vg_req_method(r) == VG_M_POST)
         file_post(r);
     else
         file_list(r);
 }
 
+void vg_api_files_root(vg_req *r) { vg_api_store_work(r, files_root); }
+
 /* ---- /url ---- */
 
-void vg_api_files_url(vg_req *r)
+static void files_url(vg_req *r, void *ud);
+
+void vg_api_files_url(vg_req *r) { vg_api_store_work(r, files_url); }
+
+static void files_url(vg_req *r, void *ud)
 {
+    (void)ud;
     vg_app *app = vg_req_app(r);
     char key[KEY_MAX + 1];
     if (!key_param(r, key, false))

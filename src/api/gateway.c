@@ -715,15 +715,43 @@ static bool l2_hit_tts(vg_req *r, gw_api api, gw_job *j, gw_target *t)
     return true;
 }
 
-static bool cache_hit(vg_req *r, gw_api api, gw_job *j)
+static bool l2_hit(vg_req *r, gw_api api, gw_job *j)
 {
-    if (l1_hit(r, api, j))
-        return true;
     for (size_t i = 0; i < j->n; i++)
         if (j->kind == VG_KIND_TTS ? l2_hit_tts(r, api, j, &j->t[i])
                                    : l2_hit_stt(r, api, j, &j->t[i]))
             return true;
     return false;
+}
+
+/* A TTS L2 read on a remote store (S3) fetches the audio over the
+ * network: it runs on a vg-io thread, and a miss comes back to the MHD
+ * thread to start the provider call. */
+typedef struct l2_io {
+    gw_api api;
+    gw_job *j;               /* NULL once the miss took it */
+} l2_io;
+
+static void l2_io_read(vg_req *r, void *ud)
+{
+    l2_io *io = ud;
+    l2_hit(r, io->api, io->j);
+}
+
+static void l2_io_miss(vg_req *r, void *ud)
+{
+    l2_io *io = ud;
+    gw_job *j = io->j;
+    io->j = NULL;
+    gw_miss(r, io->api, j); /* takes j */
+}
+
+static void l2_io_free(void *ud)
+{
+    l2_io *io = ud;
+    if (io->j)
+        gw_job_free(io->j);
+    free(io);
 }
 
 /* ---- handlers ---- */
@@ -745,7 +773,17 @@ static void handle(vg_req *r, gw_api api)
         gw_job_free(j);
         return;
     }
-    if (cache_hit(r, api, j)) {
+    if (l1_hit(r, api, j)) {
+        gw_job_free(j);
+        return;
+    }
+    l2_io *io = j->kind == VG_KIND_TTS && vg_blob_is_remote(app->blob) ? malloc(sizeof *io) : NULL;
+    if (io) {
+        *io = (l2_io){.api = api, .j = j};
+        vg_req_offload(r, l2_io_read, l2_io_miss, io, l2_io_free);
+        return;
+    }
+    if (l2_hit(r, api, j)) {
         gw_job_free(j);
         return;
     }

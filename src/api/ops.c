@@ -30,8 +30,16 @@ static bool check(vg_buf *b, const char *name, const char *backend, int rc, uint
     return rc == VG_OK;
 }
 
+static void ready(vg_req *r, void *ud);
+
 void vg_api_ready(vg_req *r)
 {
+    vg_api_store_work(r, ready); /* it pings the store */
+}
+
+static void ready(vg_req *r, void *ud)
+{
+    (void)ud;
     vg_app *app = vg_req_app(r);
     vg_buf b = {0};
     vg_buf_puts(&b, "{\"checks\":{");

@@ -1,5 +1,6 @@
-/* A JSON answer built with cJSON, shared by the endpoint families that
- * assemble their documents as trees (breakers, models, voices). */
+/* Answers shared by the endpoint families: a JSON answer built with
+ * cJSON (breakers, models, voices), and work that needs the blob store
+ * kept off the HTTP threads when the store is across the network. */
 #include <cjson/cJSON.h>
 #include <string.h>
 
@@ -14,4 +15,12 @@ void vg_api_reply_json(vg_req *r, cJSON *doc)
         vg_reply_error(r, 503, "out_of_memory", "cannot build the answer");
     cJSON_free(s);
     cJSON_Delete(doc);
+}
+
+void vg_api_store_work(vg_req *r, void (*work)(vg_req *r, void *ud))
+{
+    if (vg_blob_is_remote(vg_req_app(r)->blob))
+        vg_req_offload(r, work, NULL, NULL, NULL);
+    else
+        work(r, NULL);
 }

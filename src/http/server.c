@@ -46,10 +46,13 @@ struct vg_req {
     uint64_t resp_bytes;
     const char *cache_tag;
     const char *provider;
-    const char *error_code;
+    char error_code[48];    /* a copy: codes may live on a handler's stack */
     vg_body_sink *sink;     /* the body is streamed to it, not buffered */
     bool waited;            /* the last sink call parked the connection */
     bool parked;            /* suspended; guarded by srv.park_mu */
+    bool on_io;             /* a vg-io thread runs its work: replies are held */
+    struct MHD_Response *held;  /* that reply, queued once back on the MHD thread */
+    unsigned held_status;
     vg_req *park_prev, *park_next;
     char id[VG_REQID_MAX + 1];
     /* vg_req_add_header's, sent with whatever reply comes */
@@ -147,9 +150,12 @@ static void queue(vg_req *r, unsigned status, struct MHD_Response *resp, const c
                   size_t len, const vg_header *hdrs, size_t nh)
 {
     if (!resp) {
-        /* Out of memory: nothing better to do than drop the connection. */
-        r->responded = true;
-        r->status = 500;
+        /* Out of memory: nothing better to do than drop the connection
+         * (off the MHD thread, io_finish answers instead). */
+        if (!r->on_io) {
+            r->responded = true;
+            r->status = 500;
+        }
         return;
     }
     if (ctype)
@@ -161,10 +167,20 @@ static void queue(vg_req *r, unsigned status, struct MHD_Response *resp, const c
     for (size_t i = 0; i < r->nextra; i++)
         if (!header_given(hdrs, nh, r->extra[i].name))
             MHD_add_response_header(resp, r->extra[i].name, r->extra[i].value);
-    if (MHD_queue_response(r->conn, status, resp) != MHD_YES)
-        vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
-    MHD_destroy_response(resp);
-    r->responded = true;
+    if (r->on_io) { /* off the MHD thread: sent once back on it (io_finish) */
+        if (r->held) {
+            vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
+            MHD_destroy_response(resp);
+            return;
+        }
+        r->held = resp;
+        r->held_status = status;
+    } else {
+        if (MHD_queue_response(r->conn, status, resp) != MHD_YES)
+            vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
+        MHD_destroy_response(resp);
+        r->responded = true;
+    }
     r->status = status;
     r->resp_bytes = r->method == VG_M_HEAD ? 0 : len;
 }
@@ -258,7 +274,7 @@ static void reply_error_v(vg_req *r, unsigned status, const char *code, const vg
     vsnprintf(msg, sizeof msg, fmt, ap);
     vg_buf b = {0};
     error_body(&b, code, msg, r->id);
-    r->error_code = code;
+    snprintf(r->error_code, sizeof r->error_code, "%s", code);
     vg_reply_buf(r, status, "application/json", &b, hdrs, nh);
     vg_buf_free(&b);
 }
@@ -492,7 +508,7 @@ static void send_raw_413(vg_req *r)
     r->responded = r->raw_sent = true;
     r->status = 413;
     r->resp_bytes = body.len;
-    r->error_code = "body_too_large";
+    snprintf(r->error_code, sizeof r->error_code, "%s", "body_too_large");
     r->linger_until_ns = vg_mono_ns() + LINGER_NS;
     vg_buf_free(&body);
     vg_buf_free(&msg);
@@ -646,6 +662,82 @@ void vg_req_resume(vg_req *r)
     pthread_mutex_unlock(&srv.park_mu);
 }
 
+/* ---- vg_req_offload: work on a vg-io thread ---- */
+
+typedef struct io_call {
+    vg_body_sink sink;       /* first */
+    vg_req *r;
+    void (*work)(vg_req *r, void *ud);
+    void (*then)(vg_req *r, void *ud);
+    void *ud;
+    void (*free_ud)(void *ud);
+    atomic_bool done;
+} io_call;
+
+static void io_work(void *arg)
+{
+    io_call *c = arg;
+    vg_req *r = c->r;
+    r->on_io = true;
+    c->work(r, c->ud);
+    r->on_io = false;
+    atomic_store(&c->done, true);
+    vg_req_resume(r);
+}
+
+/* Back on the MHD thread: send the held reply, or go on with then. */
+static void io_finish(vg_body_sink *s, vg_req *r)
+{
+    io_call *c = (io_call *)s;
+    if (!atomic_load(&c->done)) {
+        if (!vg_req_suspend(r)) /* a spurious wake parks again, unless stopping */
+            vg_reply_error(r, 503, "shutting_down", "voxgate is shutting down");
+        return;
+    }
+    if (r->held) {
+        struct MHD_Response *resp = r->held;
+        r->held = NULL;
+        if (MHD_queue_response(r->conn, r->held_status, resp) != MHD_YES)
+            vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
+        MHD_destroy_response(resp);
+        r->responded = true;
+    } else if (c->then) {
+        c->then(r, c->ud);
+    } else {
+        vg_reply_error(r, 500, "internal", "the handler produced no response");
+    }
+}
+
+static void io_release(vg_body_sink *s, bool ok)
+{
+    (void)ok;
+    io_call *c = (io_call *)s;
+    if (c->free_ud)
+        c->free_ud(c->ud);
+    free(c);
+}
+
+void vg_req_offload(vg_req *r, void (*work)(vg_req *r, void *ud),
+                    void (*then)(vg_req *r, void *ud), void *ud, void (*free_ud)(void *ud))
+{
+    io_call *c = malloc(sizeof *c);
+    if (c) {
+        *c = (io_call){.sink = {NULL, io_finish, io_release}, .r = r, .work = work,
+                       .then = then, .ud = ud, .free_ud = free_ud};
+        if (vg_req_defer(r, &c->sink)) {
+            if (vg_io_run(io_work, c) != VG_OK)
+                io_work(c); /* no thread: here, still answered through the sink */
+            return;
+        }
+        free(c);
+    }
+    work(r, ud); /* stopping (or out of memory): at once */
+    if (!r->responded && !r->sink && then)
+        then(r, ud);
+    if (free_ud)
+        free_ud(ud);
+}
+
 /* After the checks: may the route's stream hook take this body? */
 static void maybe_stream(vg_req *r)
 {
@@ -673,7 +765,10 @@ static bool stream_call(vg_req *r, const char *upload, size_t *upload_size)
         *upload_size -= took;
         return took > 0 || r->waited;
     }
-    r->sink->finish(r->sink, r);
+    vg_body_sink *s = r->sink;
+    s->finish(s, r);
+    if (r->sink != s) /* it parked again with another sink: this one is done */
+        s->release(s, true);
     return r->responded || r->waited;
 }
 
@@ -760,7 +855,7 @@ static void log_access(vg_req *r, enum MHD_RequestTerminationCode toe)
     vg_counter_inc(&r->app->m.http_status[vg_app_status_index(r->status)]);
     if (!vg_log_enabled(VG_LOG_INFO))
         return;
-    const char *err = r->error_code;
+    const char *err = r->error_code[0] ? r->error_code : NULL;
     if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
         err = "client_timeout";
     else if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT)
@@ -794,6 +889,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         pthread_mutex_unlock(&srv.park_mu);
         r->sink->release(r->sink, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     }
+    if (r->held)
+        MHD_destroy_response(r->held);
     vg_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
@@ -932,6 +1029,12 @@ void vg_http_stop(void)
      * and gives up, so the daemon can stop. */
     pthread_mutex_lock(&srv.park_mu);
     srv.stopping = true;
+    pthread_mutex_unlock(&srv.park_mu);
+    /* Work on vg-io threads uses its request until it resumes it: let it
+     * end (each job is bounded by its store's timeout) before the rest
+     * are woken. */
+    vg_io_stop();
+    pthread_mutex_lock(&srv.park_mu);
     while (srv.parked)
         unpark_locked(srv.parked);
     pthread_mutex_unlock(&srv.park_mu);
