@@ -1025,14 +1025,13 @@ bool vg_http_wait_idle(unsigned timeout_ms)
 
 void vg_http_stop(void)
 {
-    /* Wake every parked connection first; a woken sink cannot park again
-     * and gives up, so the daemon can stop. */
+    /* Every parked connection is woken before the daemon stops; a woken
+     * sink cannot park again and gives up. Work on vg-io threads uses its
+     * request until it resumes it, so it ends first (each job is bounded
+     * by its store's timeout). */
     pthread_mutex_lock(&srv.park_mu);
     srv.stopping = true;
     pthread_mutex_unlock(&srv.park_mu);
-    /* Work on vg-io threads uses its request until it resumes it: let it
-     * end (each job is bounded by its store's timeout) before the rest
-     * are woken. */
     vg_io_stop();
     pthread_mutex_lock(&srv.park_mu);
     while (srv.parked)
