@@ -664,36 +664,31 @@ void vg_req_resume(vg_req *r)
 
 /* ---- vg_req_offload: work on a vg-io thread ---- */
 
+/* A vg_park whose waker is the work itself, run with the request. */
 typedef struct io_call {
-    vg_body_sink sink;       /* first */
-    vg_req *r;
+    vg_park park;            /* first */
     void (*work)(vg_req *r, void *ud);
     void (*then)(vg_req *r, void *ud);
     void *ud;
     void (*free_ud)(void *ud);
-    atomic_bool done;
 } io_call;
 
 static void io_work(void *arg)
 {
     io_call *c = arg;
-    vg_req *r = c->r;
+    /* Alive until woken: vg_http_stop lets vg-io work end before it
+     * wakes parked requests, and a parked one cannot end otherwise. */
+    vg_req *r = c->park.r;
     r->on_io = true;
     c->work(r, c->ud);
     r->on_io = false;
-    atomic_store(&c->done, true);
-    vg_req_resume(r);
+    vg_park_wake(&c->park);
 }
 
 /* Back on the MHD thread: send the held reply, or go on with then. */
-static void io_finish(vg_body_sink *s, vg_req *r)
+static void io_ready(vg_park *p, vg_req *r)
 {
-    io_call *c = (io_call *)s;
-    if (!atomic_load(&c->done)) {
-        if (!vg_req_suspend(r)) /* a spurious wake parks again, unless stopping */
-            vg_reply_error(r, 503, "shutting_down", "voxgate is shutting down");
-        return;
-    }
+    io_call *c = (io_call *)p;
     if (r->held) {
         struct MHD_Response *resp = r->held;
         r->held = NULL;
@@ -708,10 +703,9 @@ static void io_finish(vg_body_sink *s, vg_req *r)
     }
 }
 
-static void io_release(vg_body_sink *s, bool ok)
+static void io_free(vg_park *p)
 {
-    (void)ok;
-    io_call *c = (io_call *)s;
+    io_call *c = (io_call *)p;
     if (c->free_ud)
         c->free_ud(c->ud);
     free(c);
@@ -722,11 +716,10 @@ void vg_req_offload(vg_req *r, void (*work)(vg_req *r, void *ud),
 {
     io_call *c = malloc(sizeof *c);
     if (c) {
-        *c = (io_call){.sink = {NULL, io_finish, io_release}, .r = r, .work = work,
-                       .then = then, .ud = ud, .free_ud = free_ud};
-        if (vg_req_defer(r, &c->sink)) {
+        *c = (io_call){.work = work, .then = then, .ud = ud, .free_ud = free_ud};
+        if (vg_park_defer(&c->park, r, io_ready, io_free)) {
             if (vg_io_run(io_work, c) != VG_OK)
-                io_work(c); /* no thread: here, still answered through the sink */
+                io_work(c); /* no thread: here, still answered through the park */
             return;
         }
         free(c);
