@@ -950,11 +950,11 @@ static cJSON *batch_answer(vg_req *r, bitem *items, size_t n, vg_kv_op *ops)
 }
 
 static void batch(vg_req *r, void *ud);
+static void free_doc(void *doc) { cJSON_Delete(doc); }
 
-/* Does the body delete a TTS entry, whose audio delete is an S3 call? */
-static bool deletes_audio(const char *body, size_t len)
+/* Does the batch delete a TTS entry, whose audio delete is an S3 call? */
+static bool deletes_audio(const cJSON *doc)
 {
-    cJSON *doc = vg_json_parse_exact(body, len);
     const cJSON *del = cJSON_GetObjectItemCaseSensitive(doc, "delete"), *it;
     if (!cJSON_IsArray(del))
         del = NULL;
@@ -963,24 +963,11 @@ static bool deletes_audio(const char *body, size_t len)
         const cJSON *kind = cJSON_GetObjectItemCaseSensitive(it, "kind");
         tts |= cJSON_IsString(kind) && strcmp(kind->valuestring, "tts") == 0;
     }
-    cJSON_Delete(doc);
     return tts;
 }
 
 void vg_api_cache_batch(vg_req *r)
 {
-    size_t len;
-    const char *body = vg_req_body(r, &len);
-    if (vg_blob_is_remote(vg_req_app(r)->blob) && deletes_audio(body, len))
-        vg_req_offload(r, batch, NULL, NULL, NULL);
-    else
-        batch(r, NULL);
-}
-
-static void batch(vg_req *r, void *ud)
-{
-    (void)ud;
-    vg_app *app = vg_req_app(r);
     size_t len;
     const char *body = vg_req_body(r, &len);
     cJSON *doc = vg_json_parse_exact(body, len);
@@ -989,6 +976,21 @@ static void batch(vg_req *r, void *ud)
         vg_reply_error(r, 400, "invalid_json", "the body must be a JSON object");
         return;
     }
+    if (vg_blob_is_remote(vg_req_app(r)->blob) && deletes_audio(doc)) {
+        vg_req_offload(r, batch, NULL, doc, free_doc);
+        return;
+    }
+    batch(r, doc);
+    cJSON_Delete(doc);
+}
+
+/* The batch of doc (the parsed body, which the caller frees). */
+static void batch(vg_req *r, void *ud)
+{
+    cJSON *doc = ud;
+    vg_app *app = vg_req_app(r);
+    size_t len;
+    const char *body = vg_req_body(r, &len);
     key_err e = {0};
     bool ok = true;
     cJSON *lists[3] = {batch_list(doc, "get", &e, &ok), batch_list(doc, "set", &e, &ok),
@@ -1005,7 +1007,6 @@ static void batch(vg_req *r, void *ud)
         ok = fail(&e, "too_many_items", "a batch holds at most %s items", lim);
     }
     if (!ok) {
-        cJSON_Delete(doc);
         vg_reply_error(r, 400, e.code, "%s", e.msg);
         return;
     }
@@ -1032,7 +1033,6 @@ static void batch(vg_req *r, void *ud)
         vg_buf_free(&ops[i].out);
     free(items);
     free(ops);
-    cJSON_Delete(doc);
 }
 
 /* ---- invalidation ---- */
