@@ -952,16 +952,19 @@ static cJSON *batch_answer(vg_req *r, bitem *items, size_t n, vg_kv_op *ops)
 static void batch(vg_req *r, void *ud);
 static void free_doc(void *doc) { cJSON_Delete(doc); }
 
-/* Does the batch delete a TTS entry, whose audio delete is an S3 call? */
-static bool deletes_audio(const cJSON *doc)
+/* Does the batch get or delete a TTS entry? Its audio is then read (to
+ * check it) or deleted: an S3 call on a remote store. */
+static bool touches_audio(const cJSON *doc)
 {
-    const cJSON *del = cJSON_GetObjectItemCaseSensitive(doc, "delete"), *it;
-    if (!cJSON_IsArray(del))
-        del = NULL;
     bool tts = false;
-    cJSON_ArrayForEach(it, del) {
-        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(it, "kind");
-        tts |= cJSON_IsString(kind) && strcmp(kind->valuestring, "tts") == 0;
+    for (int w = 0; w < 2 && !tts; w++) {
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(doc, w ? "delete" : "get"), *it;
+        if (!cJSON_IsArray(l))
+            continue;
+        cJSON_ArrayForEach(it, l) {
+            const cJSON *kind = cJSON_GetObjectItemCaseSensitive(it, "kind");
+            tts |= cJSON_IsString(kind) && strcmp(kind->valuestring, "tts") == 0;
+        }
     }
     return tts;
 }
@@ -976,7 +979,7 @@ void vg_api_cache_batch(vg_req *r)
         vg_reply_error(r, 400, "invalid_json", "the body must be a JSON object");
         return;
     }
-    if (vg_blob_is_remote(vg_req_app(r)->blob) && deletes_audio(doc)) {
+    if (vg_blob_is_remote(vg_req_app(r)->blob) && touches_audio(doc)) {
         vg_req_offload(r, batch, NULL, doc, free_doc);
         return;
     }

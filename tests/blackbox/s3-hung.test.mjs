@@ -1,7 +1,7 @@
 // A hung object store holds up no HTTP thread (SPEC §6; README, "Object
 // storage and the Files API"): on S3, the requests that need the store
 // (Files API, TTS cache-aside past L1, the gateway's TTS L2 read, batches
-// deleting TTS entries, /ready) run on vg-io threads with their
+// getting or deleting TTS entries, /ready) run on vg-io threads with their
 // connection parked. With one HTTP thread and the s3rver process
 // SIGSTOPped, L1 hits, a batch of STT gets and /health still answer at
 // once, and every request waiting on S3 ends within s3.timeout_ms; after
@@ -77,6 +77,7 @@ describe('a hung S3 holds up no HTTP thread', { timeout: SLOW }, () => {
         ttsPut: timed(req(vg, 'PUT', ttsQ('three'), { body: audio, headers: { 'Content-Type': 'audio/wav' } })),
         gateway: timed(req(vg, 'POST', '/v1/tts', json(SPEECH))),
         batchDel: timed(req(vg, 'POST', '/v1/cache/batch', json({ delete: [ttsItem('four')] }))),
+        batchGet: timed(req(vg, 'POST', '/v1/cache/batch', json({ get: [ttsItem('one')] }))),
         ready: timed(req(vg, 'GET', '/ready')),
       };
       await sleep(200); // all of them are waiting on S3 now
@@ -115,6 +116,9 @@ describe('a hung S3 holds up no HTTP thread', { timeout: SLOW }, () => {
       // The entry is gone; its audio stays for the sweep.
       assert.equal(got.batchDel.status, 200, got.batchDel.text);
       assert.equal(got.batchDel.json.delete[0].deleted, true, got.batchDel.text);
+      // A batch TTS get checks the audio: unreadable, it is no hit.
+      assert.equal(got.batchGet.status, 200, got.batchGet.text);
+      assert.equal(got.batchGet.json.get[0].hit, false, got.batchGet.text);
       assert.equal(got.ready.status, 503);
       assert.equal(got.ready.json.checks.storage.ok, false);
     } finally {
