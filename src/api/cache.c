@@ -494,27 +494,17 @@ static void tts_l2_answer(vg_req *r, const cache_key *k, const l2_hit *h, uint64
     char etag[70];
     snprintf(etag, sizeof etag, "\"%s\"", m->sha256);
     vg_header hd[] = {HIT_L2, {"ETag", etag}};
-    if (vg_tier_tts_audio_as_file(app, m)) {
-        int fd;
-        uint64_t off;
-        if (vg_tier_tts_audio_fd(app, vg_req_id(r), k->key, k->klen, m, &fd, &off) != VG_OK) {
-            reply_miss(r);
-            return;
-        }
-        vg_req_set_cache(r, "hit_l2");
-        vg_reply_fd(r, 200, m->content_type, fd, off, m->size, hd, VG_ARRAY_LEN(hd));
-        return;
-    }
-    vg_buf audio = {0};
-    if (tts_audio(r, k, m, &audio) != VG_OK) {
+    vg_tts_audio a;
+    if (vg_tier_tts_hit_audio(app, vg_req_id(r), k->key, k->klen, m, exp, &a) != VG_OK) {
         reply_miss(r);
         return;
     }
-    vg_l1_put(app->l1, k->key, k->klen, audio.data, audio.len, m->content_type, m->sha256,
-              m->created_ms, exp);
     vg_req_set_cache(r, "hit_l2");
-    vg_reply_buf(r, 200, m->content_type, &audio, hd, VG_ARRAY_LEN(hd));
-    vg_buf_free(&audio);
+    if (a.from_file)
+        vg_reply_fd(r, 200, m->content_type, a.fd, a.offset, m->size, hd, VG_ARRAY_LEN(hd));
+    else
+        vg_reply_buf(r, 200, m->content_type, &a.buf, hd, VG_ARRAY_LEN(hd));
+    vg_buf_free(&a.buf);
 }
 
 static bool audio_type_ok(vg_req *r, const char **ct)

@@ -689,29 +689,18 @@ static bool l2_hit_tts(vg_req *r, gw_api api, gw_job *j, gw_target *t)
     vg_app *app = vg_req_app(r);
     vg_tts_meta m;
     uint64_t exp = 0;
-    vg_buf audio = {0};
-    if (vg_tier_tts_meta(app, vg_req_id(r), t->key, t->klen, &m, &exp) != VG_OK)
+    vg_tts_audio audio;
+    if (vg_tier_tts_meta(app, vg_req_id(r), t->key, t->klen, &m, &exp) != VG_OK ||
+        vg_tier_tts_hit_audio(app, vg_req_id(r), t->key, t->klen, &m, exp, &audio) != VG_OK)
         return false;
     gw_answer a = {.cache = "hit_l2", .ctype = m.content_type, .format = j->format,
-                   .language = t->parts.language, .key = t->key, .stored = true};
-    if (vg_tier_tts_audio_as_file(app, &m)) {
-        if (vg_tier_tts_audio_fd(app, vg_req_id(r), t->key, t->klen, &m, &a.fd, &a.fd_off) !=
-            VG_OK)
-            return false;
-        a.from_file = true;
-        a.len = m.size;
-    } else {
-        if (vg_tier_tts_audio(app, vg_req_id(r), t->key, t->klen, &m, &audio) != VG_OK)
-            return false;
-        vg_l1_put(app->l1, t->key, t->klen, audio.data, audio.len, m.content_type, m.sha256,
-                  m.created_ms, exp);
-        a.data = audio.data;
-        a.len = audio.len;
-    }
+                   .language = t->parts.language, .key = t->key, .stored = true,
+                   .from_file = audio.from_file, .fd = audio.fd, .fd_off = audio.offset,
+                   .data = audio.buf.data, .len = audio.from_file ? m.size : audio.buf.len};
     gw_answer_provider(&a, t->gp);
     snprintf(a.sha256, sizeof a.sha256, "%s", m.sha256);
     gw_answer_send(r, api, &a);
-    vg_buf_free(&audio);
+    vg_buf_free(&audio.buf);
     return true;
 }
 

@@ -112,13 +112,8 @@ int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen
     return audio_failed(app, rid, key, klen, m, rc);
 }
 
-bool vg_tier_tts_audio_as_file(vg_app *app, const vg_tts_meta *m)
-{
-    return vg_blob_can_open(app->blob) && m->size > app->cfg->cache.l1.max_item_bytes;
-}
-
-int vg_tier_tts_audio_fd(vg_app *app, const char *rid, const char *key, size_t klen,
-                         const vg_tts_meta *m, int *fd, uint64_t *offset)
+static int tts_audio_fd(vg_app *app, const char *rid, const char *key, size_t klen,
+                        const vg_tts_meta *m, int *fd, uint64_t *offset)
 {
     vg_blob_info info;
     int rc = vg_blob_open(app->blob, m->blob, true, fd, offset, &info);
@@ -131,6 +126,21 @@ int vg_tier_tts_audio_fd(vg_app *app, const char *rid, const char *key, size_t k
         rc = VG_ECORRUPT;
     }
     return audio_failed(app, rid, key, klen, m, rc);
+}
+
+int vg_tier_tts_hit_audio(vg_app *app, const char *rid, const char *key, size_t klen,
+                          const vg_tts_meta *m, uint64_t exp, vg_tts_audio *out)
+{
+    *out = (vg_tts_audio){.fd = -1};
+    if (vg_blob_can_open(app->blob) && m->size > app->cfg->cache.l1.max_item_bytes) {
+        out->from_file = true;
+        return tts_audio_fd(app, rid, key, klen, m, &out->fd, &out->offset);
+    }
+    int rc = vg_tier_tts_audio(app, rid, key, klen, m, &out->buf);
+    if (rc == VG_OK)
+        vg_l1_put(app->l1, key, klen, out->buf.data, out->buf.len, m->content_type, m->sha256,
+                  m->created_ms, exp);
+    return rc;
 }
 
 vg_tts_store_rc vg_tier_tts_store(vg_app *app, const char *rid, const vg_key_parts *parts,

@@ -35,13 +35,20 @@ int vg_tier_tts_meta(vg_app *app, const char *rid, const char *key, size_t klen,
  * answer. A store error is counted and is a miss too. */
 int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen,
                       const vg_tts_meta *m, vg_buf *audio);
-/* Audio too big for L1 is better sent from its file than read into
- * memory on every hit, when the store has files (the local one). */
-bool vg_tier_tts_audio_as_file(vg_app *app, const vg_tts_meta *m);
-/* As vg_tier_tts_audio, but the audio is *fd from *offset (m->size
- * bytes; the caller closes it), checked by the store once per file. */
-int vg_tier_tts_audio_fd(vg_app *app, const char *rid, const char *key, size_t klen,
-                         const vg_tts_meta *m, int *fd, uint64_t *offset);
+/* The audio of a TTS L2 hit, checked as vg_tier_tts_audio checks it.
+ * Audio too big for L1 is better sent from its file than read into
+ * memory on every hit, when the store has files (the local one): then
+ * from_file, and the audio is m->size bytes of fd from offset (the
+ * caller closes fd), checked by the store once per file. Otherwise it
+ * is read into buf (the caller frees it) and put in L1 until exp. */
+typedef struct vg_tts_audio {
+    bool from_file;
+    int fd;
+    uint64_t offset;
+    vg_buf buf;
+} vg_tts_audio;
+int vg_tier_tts_hit_audio(vg_app *app, const char *rid, const char *key, size_t klen,
+                          const vg_tts_meta *m, uint64_t exp, vg_tts_audio *out);
 
 typedef enum { VG_TTS_STORED = 0, VG_TTS_BLOB_FAILED, VG_TTS_META_FAILED } vg_tts_store_rc;
 /* Audio to the blob store, then its metadata to L2 (an older blob of the
