@@ -44,9 +44,7 @@ static void held_job(void *ud)
 /* Waits up to 5 s for *counter to reach n; the count it saw. */
 static unsigned wait_count(unsigned *counter, unsigned n)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 5;
+    struct timespec until = vg_deadline(CLOCK_REALTIME, 5000);
     pthread_mutex_lock(&gate.mu);
     while (*counter < n && pthread_cond_timedwait(&gate.cv, &gate.mu, &until) == 0)
         ;
