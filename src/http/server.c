@@ -67,6 +67,9 @@ static struct {
     size_t nroutes;
     atomic_int inflight;
     uint16_t port;
+    /* The listening socket MHD_quiesce_daemon handed back: its threads may
+     * still use it until MHD_stop_daemon returns, so it is closed after. */
+    MHD_socket quiesced;
     struct { vg_handler handler, start; } hooks[4];
     size_t nhooks;
     /* Parked connections, so that a stop can wake them: MHD_stop_daemon
@@ -74,7 +77,7 @@ static struct {
     pthread_mutex_t park_mu;
     vg_req *parked;
     bool stopping;
-} srv = {.park_mu = PTHREAD_MUTEX_INITIALIZER};
+} srv = {.park_mu = PTHREAD_MUTEX_INITIALIZER, .quiesced = MHD_INVALID_SOCKET};
 
 /* ---- accessors ---- */
 
@@ -998,11 +1001,14 @@ uint16_t vg_http_port(void) { return srv.port; }
 
 void vg_http_quiesce(void)
 {
-    if (srv.daemon) {
-        MHD_socket s = MHD_quiesce_daemon(srv.daemon);
-        if (s != MHD_INVALID_SOCKET)
-            close(s);
-    }
+    if (!srv.daemon || srv.quiesced != MHD_INVALID_SOCKET)
+        return;
+    srv.quiesced = MHD_quiesce_daemon(srv.daemon);
+    /* Linux takes a listening socket out of LISTEN on shutdown(): new
+     * connections are refused at once instead of waiting in the backlog
+     * until the close, and the descriptor stays valid for MHD's threads. */
+    if (srv.quiesced != MHD_INVALID_SOCKET)
+        shutdown(srv.quiesced, SHUT_RDWR);
 }
 
 bool vg_http_wait_idle(unsigned timeout_ms)
@@ -1033,4 +1039,7 @@ void vg_http_stop(void)
     if (srv.daemon)
         MHD_stop_daemon(srv.daemon);
     srv.daemon = NULL;
+    if (srv.quiesced != MHD_INVALID_SOCKET)
+        close(srv.quiesced);
+    srv.quiesced = MHD_INVALID_SOCKET;
 }

@@ -754,6 +754,7 @@ describe('graceful shutdown', () => {
     assert.equal(vg.exited, null, 'still running while a request is in flight');
     const fresh = await exchange(vg.port, ['GET /health HTTP/1.1\r\nHost: x\r\n\r\n'], { waitClose: true, timeoutMs: 3000 });
     assert.ok(!fresh.responses.some((x) => x.status === 200), 'no new requests are accepted after SIGTERM');
+    assert.equal(await canConnect(vg.port), false, 'a new connection is refused, not left in the backlog');
     s.write(body.slice(8));
     const deadline = Date.now() + SLOW;
     while (parseResponses(Buffer.from(s.received, 'latin1')).length < 1) {
