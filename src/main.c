@@ -279,16 +279,19 @@ static int serve(vg_app *app)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     vg_log_init(1, app->cfg->log_level, 5);
-    if (wire(app, err, sizeof err) != 0 || wire_breakers(app, err, sizeof err) != 0 ||
-        vg_gateway_wire(app, err, sizeof err) != 0 ||
-        vg_http_start(app, vg_routes, vg_nroutes, err, sizeof err) != 0) {
+    bool wired = wire(app, err, sizeof err) == 0 && wire_breakers(app, err, sizeof err) == 0 &&
+                 vg_gateway_wire(app, err, sizeof err) == 0;
+    if (wired) {
+        /* Before the first request: /stats and /metrics are whole from it on. */
+        vg_api_register_metrics(app);
+        vg_breakers_register_metrics(app->breakers);
+    }
+    if (!wired || vg_http_start(app, vg_routes, vg_nroutes, err, sizeof err) != 0) {
         vg_log(VG_LOG_ERROR, NULL, err, NULL, 0);
         vg_log_shutdown();
         fprintf(stderr, "voxgate: %s\n", err);
         return 1;
     }
-    vg_api_register_metrics(app);
-    vg_breakers_register_metrics(app->breakers);
     sweeper.running = pthread_create(&sweeper.tid, NULL, sweep_loop, app) == 0;
     vg_log(VG_LOG_INFO, NULL, "listening",
            (vg_log_field[]){VG_LS("listen", app->cfg->listen), VG_LU("port", vg_http_port()),
