@@ -103,7 +103,10 @@ typedef struct vg_blob_ops {
      * time each file is opened, and VG_ECORRUPT when they differ; a file
      * that passed is trusted while its inode, size and ctime stay the
      * same (objects are never rewritten in place: a put renames a new
-     * file over the name). NULL when the store has no files (S3). */
+     * file over the name). S3 spools the GET into an unnamed temp file
+     * (O_TMPFILE) instead, which it hashes when verify is set (info->etag
+     * is then that SHA-256, not S3's ETag). NULL when the store has
+     * neither files nor a spool directory. */
     int (*open)(vg_blob *b, const char *key, bool verify, int *fd, uint64_t *offset,
                 vg_blob_info *info);
 } vg_blob_ops;
@@ -202,6 +205,8 @@ typedef struct vg_blob_s3_opts {
     unsigned timeout_ms;         /* whole operation */
     unsigned max_handles;        /* idle curl handles kept for reuse */
     uint64_t max_object_bytes;   /* largest object read or written whole; 0 = 1 GiB */
+    const char *spool_dir;       /* where open() spools a GET; NULL/"" or a directory
+                                    without O_TMPFILE support: no open op */
 } vg_blob_s3_opts;
 
 int vg_blob_s3_open(const vg_blob_s3_opts *o, vg_blob **out, char *err, size_t errlen);

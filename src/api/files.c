@@ -966,9 +966,14 @@ static int open_s3(const vg_config *cfg, vg_blob **out, char *err, size_t errlen
         .connect_timeout_ms = cfg->s3.connect_timeout_ms,
         .timeout_ms = cfg->s3.timeout_ms,
         .max_handles = cfg->s3.max_idle_connections,
-        /* Objects are held whole in memory: no bigger than an upload may be. */
+        /* No bigger than an upload may be: objects read with get are
+         * held whole in memory. */
         .max_object_bytes = cfg->limits.max_body_bytes,
+        /* Files API downloads and large TTS hits are spooled here and
+         * sent from the file (an unusable directory: read into memory). */
+        .spool_dir = cfg->data_dir,
     };
+    mkdir(cfg->data_dir, 0750);
     return vg_blob_s3_open(&o, out, err, errlen) == VG_OK ? 0 : -1;
 }
 

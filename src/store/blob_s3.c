@@ -13,6 +13,8 @@
 #include "voxgate/blob.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "voxgate/keys.h"
 #include "voxgate/sigv4.h"
@@ -30,6 +33,8 @@
 
 typedef struct s3_blob {
     vg_blob base;
+    vg_blob_ops ops;        /* s3_ops, with open when spool_dir is usable */
+    char *spool_dir;
     char *endpoint, *public_endpoint, *bucket, *region;
     char *access_key, *secret_key, *token;
     char *userpwd, *sigv4;
@@ -57,6 +62,10 @@ typedef struct s3_call {
     const vg_blob_meta *meta;
     size_t nmeta;
     vg_buf *out;                  /* response body; NULL = discard */
+    bool spool;                   /* a 2xx body goes to spool_fd instead */
+    int spool_fd;
+    int spool_errno;              /* why writing to it failed */
+    uint64_t spooled;
     uint64_t max_body;            /* bound on the response body */
     vg_blob_info *info;           /* filled from response headers when set */
     size_t sent;
@@ -155,10 +164,33 @@ static int build_url(const s3_blob *s, const s3_call *c, vg_buf *url)
 
 /* ---- response parsing ---- */
 
+/* A body spooled to a file; a failed write fails the transfer. */
+static size_t spool_body(s3_call *c, const char *p, size_t len)
+{
+    if (c->spooled + len > c->max_body) {
+        c->too_big = true;
+        return 0;
+    }
+    for (size_t done = 0; done < len;) {
+        ssize_t w = write(c->spool_fd, p + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            c->spool_errno = w < 0 ? errno : ENOSPC;
+            return 0;
+        }
+        done += (size_t)w;
+    }
+    c->spooled += len;
+    return len;
+}
+
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 {
     s3_call *c = ud;
     size_t len = sz * n;
+    if (c->spool && c->status >= 200 && c->status < 300)
+        return spool_body(c, p, len);
     if (!c->out)
         return len;
     if (c->out->len + len > c->max_body) {
@@ -244,10 +276,13 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 {
     s3_call *c = ud;
     size_t len = sz * n;
-    if (len >= 5 && !strncmp(p, "HTTP/", 5) && c->info) {
-        /* A new response (after 100 Continue): start over. */
-        vg_blob_info keep = {0};
-        *c->info = keep;
+    if (len >= 5 && !strncmp(p, "HTTP/", 5)) {
+        /* A new response (after 100 Continue): start over. Its status
+         * decides where a spooled GET's body goes. */
+        const char *sp = memchr(p, ' ', len);
+        c->status = sp && sp + 4 <= p + len ? strtol(sp + 1, NULL, 10) : 0;
+        if (c->info)
+            *c->info = (vg_blob_info){0};
     } else if (c->info) {
         header_into_info(c->info, p, len);
     }
@@ -674,7 +709,7 @@ static void s3_close(vg_blob *b)
     free(s->idle);
     pthread_mutex_destroy(&s->mu);
     char *strs[] = {s->endpoint, s->public_endpoint, s->bucket, s->region, s->access_key,
-                    s->secret_key, s->token, s->userpwd, s->sigv4};
+                    s->secret_key, s->token, s->userpwd, s->sigv4, s->spool_dir};
     for (size_t i = 0; i < VG_ARRAY_LEN(strs); i++)
         free(strs[i]);
     free(s);
@@ -700,6 +735,55 @@ static int s3_put_stream(vg_blob *b, const char *key, uint64_t len, const char *
         count(&s->bytes_in, len);
     }
     return tally(s, rc == VG_NOTFOUND ? VG_EUNAVAIL : rc, t0);
+}
+
+/* An unnamed file in the spool directory: nothing to clean up after a
+ * crash, and its pages are the kernel's cache, not our memory. */
+static int spool_file(const s3_blob *s)
+{
+    return open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+/* The object spooled to a temp file, so a large one is sent with
+ * sendfile and never held in memory. */
+static int s3_open(vg_blob *b, const char *key, bool verify, int *fd, uint64_t *offset,
+                   vg_blob_info *info)
+{
+    s3_blob *s = (s3_blob *)b;
+    uint64_t t0 = vg_mono_ns();
+    *fd = -1;
+    *offset = 0;
+    if (!vg_blob_key_readable(key))
+        return VG_EINVAL;
+    int tfd = spool_file(s);
+    if (tfd < 0) {
+        vg_blob_set_error("S3 spool file in %s: %s", s->spool_dir, strerror(errno));
+        return tally(s, VG_EUNAVAIL, t0);
+    }
+    *info = (vg_blob_info){0};
+    s3_call c = {.method = "GET", .key = key, .info = info, .spool = true, .spool_fd = tfd};
+    int rc = perform(s, &c);
+    if (c.spool_errno) /* our disk, not S3 */
+        vg_blob_set_error("S3 spool file in %s: %s", s->spool_dir, strerror(c.spool_errno));
+    unsigned char sha[32];
+    if (rc == VG_OK && verify) {
+        if (vg_sha256_fd(tfd, 0, c.spooled, sha) == VG_OK) {
+            vg_hex_lower(sha, sizeof sha, info->etag);
+        } else {
+            vg_blob_set_error("S3 spool file: %s", strerror(errno));
+            rc = VG_EUNAVAIL;
+        }
+    }
+    if (rc == VG_OK) {
+        info->size = c.spooled;
+        count(&s->bytes_out, c.spooled);
+        *fd = tfd;
+    } else {
+        close(tfd);
+    }
+    if (rc == VG_OK || rc == VG_NOTFOUND)
+        count(&s->gets, 1);
+    return tally(s, rc, t0);
 }
 
 static const vg_blob_ops s3_ops = {
@@ -757,7 +841,16 @@ int vg_blob_s3_open(const vg_blob_s3_opts *o, vg_blob **out, char *err, size_t e
         snprintf(err, errlen, "s3: out of memory");
         return VG_ENOMEM;
     }
-    s->base.ops = &s3_ops;
+    s->ops = s3_ops;
+    s->base.ops = &s->ops;
+    s->spool_dir = dup_or_null(o->spool_dir);
+    if (s->spool_dir) {
+        int probe = spool_file(s);
+        if (probe >= 0) {
+            close(probe);
+            s->ops.open = s3_open;
+        }
+    }
     s->endpoint = strdup(o->endpoint);
     s->public_endpoint = dup_or_null(o->public_endpoint);
     s->bucket = strdup(o->bucket);

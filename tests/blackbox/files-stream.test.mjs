@@ -100,6 +100,25 @@ describe('streamed uploads to S3', { timeout: SLOW }, () => {
     assert.equal(h.headers.get('x-meta-take'), '3');
   });
 
+  it('a 24 MiB GET is spooled to an unnamed file and sent from it, never held in memory', async () => {
+    const body = bytes(24 * MiB, 7); // what the test above stored
+    const m0 = memOf(vg);
+    const [a, b] = await Promise.all([0, 1].map(() => fetch(`${vg.url}/v1/files/stream/big.bin`)));
+    const bodies = await Promise.all([a, b].map(async (r) => Buffer.from(await r.arrayBuffer())));
+    const m1 = memOf(vg);
+    for (const [i, r] of [a, b].entries()) {
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('content-type'), 'audio/wav');
+      assert.equal(r.headers.get('content-length'), String(body.length));
+      assert.equal(r.headers.get('x-meta-take'), '3');
+      assert.match(r.headers.get('etag'), /^"[0-9a-f]{32}"$/, 'S3\'s ETag, as a buffered read gives it');
+      assert.equal(sha256(bodies[i]), sha256(body));
+    }
+    const grew = m1.hwm - m0.hwm;
+    console.log(`# two 24 MiB GETs at once: VmHWM ${m0.hwm >> 10} -> ${m1.hwm >> 10} kB (+${grew >> 10} kB)`);
+    assert.ok(grew < body.length / 2, `VmHWM grew ${grew} bytes for two ${body.length}-byte downloads`);
+  });
+
   it('a chunked body (size unknown) is still buffered whole, bounded by the body limit', async () => {
     const body = bytes(24 * MiB, 8);
     const m0 = memOf(vg);

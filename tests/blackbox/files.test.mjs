@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { PutObjectCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { startVoxgate, stopVoxgate, cleanup, req, sleep, sha256, tempDir } from './lib.mjs';
@@ -552,6 +553,49 @@ describe('TTS cache entries with audio in S3', { timeout: SLOW }, () => {
     assert.equal(g.status, 404);
     assert.equal(g.json.error.code, 'cache_miss');
     assert.equal((await req(vg, 'GET', q)).status, 404);
+    assert.ok(!bucketKeys(s3).includes(key), 'the corrupt object is removed');
+  });
+});
+
+// Audio over L1's item limit is not read into memory: S3 spools it to an
+// unnamed temp file, hashes it there against the entry's sha256 and sends
+// it from the file.
+describe('TTS audio over the L1 item limit, spooled from S3', { timeout: SLOW }, () => {
+  let s3;
+  let vg;
+  const q = '/v1/cache/tts?provider=openai&language=en&voice=alloy&text=spooled';
+  const env = { VOXGATE_CACHE_L1_MAX_ITEM_BYTES: '1024' };
+  const audio = Buffer.concat([Buffer.from('RIFF'), randomBytes(200 * 1024)]);
+  before(async () => {
+    s3 = await startS3rver();
+    vg = await startVoxgateS3(s3, { env });
+  });
+  after(async () => {
+    await stopChecked(vg);
+    await stopS3rver(s3);
+  });
+
+  it('a hit is the stored bytes, checked on every read', async () => {
+    const p = await req(vg, 'PUT', q, { body: audio, headers: { 'Content-Type': 'audio/wav' } });
+    assert.equal(p.status, 201, p.text);
+    for (let i = 0; i < 2; i++) {
+      const g = await req(vg, 'GET', q);
+      assert.equal(g.status, 200, g.text);
+      assert.equal(g.headers.get('x-cache-tier'), 'l2', 'never in L1: over its item limit');
+      assert.equal(g.headers.get('content-length'), String(audio.length));
+      assert.equal(g.headers.get('etag'), `"${sha256(audio)}"`);
+      assert.ok(g.buf.equals(audio));
+    }
+  });
+
+  it('audio of the same length but other bytes is a miss, and the entry is removed', async () => {
+    const [key] = bucketKeys(s3).filter((k) => k.startsWith('tts/'));
+    const bad = Buffer.from(audio);
+    bad[bad.length - 1] ^= 0xff;
+    await s3Client(s3).send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: bad, ContentType: 'audio/wav' }));
+    const g = await req(vg, 'GET', q);
+    assert.equal(g.status, 404, g.text);
+    assert.equal(g.json.error.code, 'cache_miss');
     assert.ok(!bucketKeys(s3).includes(key), 'the corrupt object is removed');
   });
 });
