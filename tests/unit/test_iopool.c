@@ -64,14 +64,20 @@ static void release_all(void)
     pthread_mutex_unlock(&gate.mu);
 }
 
+/* Hands n held jobs, numbered 0..n-1, to the pool. */
+static void submit_held(unsigned n)
+{
+    for (uintptr_t i = 0; i < n; i++)
+        assert_int_equal(vg_io_run(held_job, (void *)i), VG_OK);
+}
+
 static void jobs_run_side_by_side(void **state)
 {
     (void)state;
     reset();
     /* Eight jobs that each wait for the others: only concurrent threads
      * get all eight started. */
-    for (uintptr_t i = 0; i < 8; i++)
-        assert_int_equal(vg_io_run(held_job, (void *)i), VG_OK);
+    submit_held(8);
     assert_int_equal(wait_count(&gate.started, 8), 8);
     assert_int_equal(vg_io_threads(NULL), 8);
     release_all();
@@ -85,8 +91,7 @@ static void jobs_run_side_by_side(void **state)
     }
     assert_int_equal(idle, 8);
     reset();
-    for (uintptr_t i = 0; i < 4; i++)
-        assert_int_equal(vg_io_run(held_job, (void *)i), VG_OK);
+    submit_held(4);
     assert_int_equal(wait_count(&gate.started, 4), 4);
     assert_int_equal(vg_io_threads(NULL), 8);
     release_all();
@@ -109,8 +114,7 @@ static void past_the_cap_jobs_wait_in_order(void **state)
     (void)state;
     reset();
     unsigned n = VG_IO_MAX_THREADS + 10;
-    for (uintptr_t i = 0; i < n; i++)
-        assert_int_equal(vg_io_run(held_job, (void *)i), VG_OK);
+    submit_held(n);
     assert_int_equal(wait_count(&gate.started, VG_IO_MAX_THREADS), VG_IO_MAX_THREADS);
     assert_int_equal(vg_io_threads(NULL), VG_IO_MAX_THREADS);
     /* The ten over the cap have not started; they do once threads free up. */
@@ -145,8 +149,7 @@ static void stop_runs_what_is_queued(void **state)
     reset();
     /* One thread's worth is not enough to run all of these before the
      * stop: the stop must wait for every one. */
-    for (uintptr_t i = 0; i < 20; i++)
-        assert_int_equal(vg_io_run(held_job, (void *)i), VG_OK);
+    submit_held(20);
     assert_int_equal(vg_io_run(opener, NULL), VG_OK);
     vg_io_stop();
     pthread_mutex_lock(&gate.mu);
