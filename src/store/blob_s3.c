@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -65,6 +66,7 @@ typedef struct s3_call {
     bool spool;                   /* a 2xx body goes to spool_fd instead */
     int spool_fd;
     int spool_errno;              /* why writing to it failed */
+    EVP_MD_CTX *spool_sha;        /* SHA-256 of what was spooled, when set */
     uint64_t spooled;
     uint64_t max_body;            /* bound on the response body */
     vg_blob_info *info;           /* filled from response headers when set */
@@ -164,13 +166,10 @@ static int build_url(const s3_blob *s, const s3_call *c, vg_buf *url)
 
 /* ---- response parsing ---- */
 
-/* A body spooled to a file; a failed write fails the transfer. */
+/* A body spooled to a file (and hashed as it goes when asked); a failed
+ * write fails the transfer. */
 static size_t spool_body(s3_call *c, const char *p, size_t len)
 {
-    if (c->spooled + len > c->max_body) {
-        c->too_big = true;
-        return 0;
-    }
     for (size_t done = 0; done < len;) {
         ssize_t w = write(c->spool_fd, p + done, len - done);
         if (w < 0 && errno == EINTR)
@@ -181,6 +180,8 @@ static size_t spool_body(s3_call *c, const char *p, size_t len)
         }
         done += (size_t)w;
     }
+    if (c->spool_sha && !EVP_DigestUpdate(c->spool_sha, p, len))
+        return 0;
     c->spooled += len;
     return len;
 }
@@ -189,14 +190,15 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 {
     s3_call *c = ud;
     size_t len = sz * n;
-    if (c->spool && c->status >= 200 && c->status < 300)
-        return spool_body(c, p, len);
-    if (!c->out)
+    bool to_file = c->spool && c->status >= 200 && c->status < 300;
+    if (!to_file && !c->out)
         return len;
-    if (c->out->len + len > c->max_body) {
+    if ((to_file ? c->spooled : c->out->len) + len > c->max_body) {
         c->too_big = true;
         return 0;
     }
+    if (to_file)
+        return spool_body(c, p, len);
     return vg_buf_append(c->out, p, len) == VG_OK ? len : 0;
 }
 
@@ -762,18 +764,23 @@ static int s3_open(vg_blob *b, const char *key, bool verify, int *fd, uint64_t *
     }
     *info = (vg_blob_info){0};
     s3_call c = {.method = "GET", .key = key, .info = info, .spool = true, .spool_fd = tfd};
-    int rc = perform(s, &c);
+    int rc = VG_OK;
+    if (verify && (!(c.spool_sha = EVP_MD_CTX_new()) ||
+                   !EVP_DigestInit_ex(c.spool_sha, EVP_sha256(), NULL)))
+        rc = VG_ENOMEM;
+    if (rc == VG_OK)
+        rc = perform(s, &c);
     if (c.spool_errno) /* our disk, not S3 */
         vg_blob_set_error("S3 spool file in %s: %s", s->spool_dir, strerror(c.spool_errno));
-    unsigned char sha[32];
+    unsigned char sha[EVP_MAX_MD_SIZE];
+    unsigned shalen = 0;
     if (rc == VG_OK && verify) {
-        if (vg_sha256_fd(tfd, 0, c.spooled, sha) == VG_OK) {
-            vg_hex_lower(sha, sizeof sha, info->etag);
-        } else {
-            vg_blob_set_error("S3 spool file: %s", strerror(errno));
-            rc = VG_EUNAVAIL;
-        }
+        if (EVP_DigestFinal_ex(c.spool_sha, sha, &shalen))
+            vg_hex_lower(sha, shalen, info->etag);
+        else
+            rc = VG_ENOMEM;
     }
+    EVP_MD_CTX_free(c.spool_sha);
     if (rc == VG_OK) {
         info->size = c.spooled;
         count(&s->bytes_out, c.spooled);
