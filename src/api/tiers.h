@@ -36,11 +36,12 @@ int vg_tier_tts_meta(vg_app *app, const char *rid, const char *key, size_t klen,
 int vg_tier_tts_audio(vg_app *app, const char *rid, const char *key, size_t klen,
                       const vg_tts_meta *m, vg_buf *audio);
 /* The audio of a TTS L2 hit, checked as vg_tier_tts_audio checks it.
- * Audio too big for L1 is better sent from its file than read into
- * memory on every hit, when the store has files (the local one): then
+ * Audio too big for L1 is better sent from a file than read into memory
+ * on every hit, when the store can open one (the local store's own file,
+ * checked once per file; S3's spool file, checked on every read): then
  * from_file, and the audio is m->size bytes of fd from offset (the
- * caller closes fd), checked by the store once per file. Otherwise it
- * is read into buf (the caller frees it) and put in L1 until exp. */
+ * caller closes fd). Otherwise it is read into buf (the caller frees it)
+ * and put in L1 until exp. */
 typedef struct vg_tts_audio {
     bool from_file;
     int fd;
