@@ -69,6 +69,8 @@ static const opt main_opts[] = {
     O_STR("log_level", T_LEVEL, log_level, "info", "debug|info|warn|error",
           "Minimum level of log lines written to stdout."),
     O_INT("threads", T_U32, threads, 0, 256, "0", "Worker threads; 0 = one per CPU core."),
+    O_STR("event_loop", T_ENUM, event_loop, "epoll", "epoll|poll",
+          "How HTTP threads wait for sockets (see docs/configuration.md)."),
     O_INT("shutdown_timeout_ms", T_U32, shutdown_timeout_ms, 0, 3600000, "10000",
           "How long a graceful shutdown waits for in-flight requests."),
     O_STR("api_keys_env", T_ENVNAME, api_keys_env, "VOXGATE_API_KEYS", NULL,

@@ -297,8 +297,9 @@ static int serve(vg_app *app)
            (vg_log_field[]){VG_LS("listen", app->cfg->listen), VG_LU("port", vg_http_port()),
                             VG_LS("version", VG_VERSION), VG_LS("kv", app->kv->ops->name),
                             VG_LS("blob", app->blob->ops->name),
-                            VG_LS("data_dir", app->cfg->data_dir)},
-           6);
+                            VG_LS("data_dir", app->cfg->data_dir),
+                            VG_LS("event_loop", app->cfg->event_loop)},
+           7);
     vg_log_flush();
     int sig = 0;
     sigwait(&set, &sig);

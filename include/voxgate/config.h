@@ -76,6 +76,7 @@ typedef struct vg_config {
     char data_dir[VG_CONF_STR];      /* "./voxgate-data" */
     vg_log_level log_level;          /* "info" */
     uint32_t threads;                /* 0 = one per core */
+    char event_loop[8];              /* "epoll" | "poll": how HTTP threads wait */
     uint32_t shutdown_timeout_ms;    /* 10000 */
     char api_keys_env[VG_CONF_STR];  /* "VOXGATE_API_KEYS" (comma separated keys) */
     char admin_keys_env[VG_CONF_STR];/* "VOXGATE_ADMIN_KEYS" */

@@ -970,8 +970,14 @@ int vg_http_start(vg_app *app, const vg_route *routes, size_t nroutes, char *err
     size_t mem = (size_t)cfg->limits.max_header_bytes + cfg->limits.max_url_bytes + 8192;
     if (mem < 16 * 1024)
         mem = 16 * 1024;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    /* epoll costs each parked request two epoll_ctl calls (MHD takes a
+     * suspended socket out of the set and puts it back on resume); poll
+     * costs every wait a pass over the thread's connections. See
+     * docs/configuration.md, event_loop, for the figures. */
+    unsigned loop = strcmp(cfg->event_loop, "poll") == 0 ? MHD_USE_POLL_INTERNAL_THREAD
+                                                         : MHD_USE_EPOLL_INTERNAL_THREAD;
+    unsigned flags = loop | MHD_USE_TURBO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     srv.daemon = MHD_start_daemon(

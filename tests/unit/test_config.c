@@ -126,6 +126,7 @@ static void assert_same_config(const vg_config *a, const vg_config *b)
     assert_int_equal(a->cache.lmdb.max_bytes, b->cache.lmdb.max_bytes);
     assert_int_equal(a->cache.lmdb.sweep_interval_s, b->cache.lmdb.sweep_interval_s);
     assert_string_equal(a->cache.lmdb.sync, b->cache.lmdb.sync);
+    assert_string_equal(a->event_loop, b->event_loop);
     assert_string_equal(a->redis_url, b->redis_url);
     assert_int_equal(a->redis.connect_timeout_ms, b->redis.connect_timeout_ms);
     assert_int_equal(a->redis.command_timeout_ms, b->redis.command_timeout_ms);
@@ -199,6 +200,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.log_level, VG_LOG_INFO);
     assert_int_equal(cfg.threads, 0);
     assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+    assert_string_equal(cfg.event_loop, "epoll");
     assert_string_equal(cfg.api_keys_env, "VOXGATE_API_KEYS");
     assert_string_equal(cfg.admin_keys_env, "VOXGATE_ADMIN_KEYS");
     assert_false(cfg.metrics_public);
@@ -426,6 +428,8 @@ static void test_bad_enums_and_strings(void **state)
                  "cache.lmdb.sync: expected one of full|meta|none");
     expect_error("{\"cache\": {\"lmdb\": {\"sync\": \"\"}}}",
                  "cache.lmdb.sync: expected one of full|meta|none");
+    expect_error("{\"event_loop\": \"select\"}", "event_loop: expected one of epoll|poll");
+    expect_error("{\"event_loop\": \"EPOLL\"}", "event_loop: expected one of epoll|poll");
     expect_error("{\"cache\": {\"prefix\": \"has space\"}}",
                  "cache.prefix: expected identifier [A-Za-z0-9_.-]{1,64}");
     expect_error("{\"cache\": {\"prefix\": \"\"}}",
@@ -564,6 +568,7 @@ static void test_env_overrides(void **state)
         {"VOXGATE_CACHE_PREFIX", "pfx"},
         {"VOXGATE_CACHE_L1_MAX_BYTES", "123456789"},
         {"VOXGATE_CACHE_LMDB_SYNC", "none"},
+        {"VOXGATE_EVENT_LOOP", "poll"},
         {"VOXGATE_PROVIDERS_OPENAI_CACHE_EPOCH", "7"},
         {"VOXGATE_PROVIDERS_ELEVEN_LABS_V2_CACHE_EPOCH", "2"},
         {"VOXGATE_PROVIDERS_MISSING_CACHE_EPOCH", "5"}, /* not in the file: ignored */
@@ -585,6 +590,7 @@ static void test_env_overrides(void **state)
     assert_string_equal(cfg.cache.prefix, "pfx");
     assert_int_equal(cfg.cache.l1.max_bytes, 123456789);
     assert_string_equal(cfg.cache.lmdb.sync, "none");
+    assert_string_equal(cfg.event_loop, "poll");
     assert_int_equal(vg_config_cache_epoch(&cfg, "openai"), 7);
     assert_int_equal(vg_config_cache_epoch(&cfg, "eleven-labs.v2"), 2);
     assert_int_equal(vg_config_cache_epoch(&cfg, "deepgram"), 4294967295u);
@@ -799,6 +805,7 @@ static void test_describe(void **state)
         {"data_dir", "VOXGATE_DATA_DIR"},
         {"log_level", "VOXGATE_LOG_LEVEL"},
         {"threads", "VOXGATE_THREADS"},
+        {"event_loop", "VOXGATE_EVENT_LOOP"},
         {"shutdown_timeout_ms", "VOXGATE_SHUTDOWN_TIMEOUT_MS"},
         {"api_keys_env", "VOXGATE_API_KEYS_ENV"},
         {"admin_keys_env", "VOXGATE_ADMIN_KEYS_ENV"},
