@@ -26,9 +26,11 @@
 #include <sys/random.h>
 
 #include "redis_loop.h"
+#include "voxgate/resp.h"
 
 typedef struct conn {
     redisContext *ctx;
+    vg_resp_in in;               /* replies are read with resp.c, not hiredis */
     uint64_t gen;
     struct vg_redis *owner;
     struct conn *prev, *next;
@@ -98,6 +100,7 @@ static void conn_destroy(void *p)
     conn *c = p;
     conn_unlink(c);
     conn_drop_ctx(c);
+    vg_resp_in_free(&c->in);
     free(c);
 }
 
@@ -225,6 +228,7 @@ static redisContext *ready_ctx(vg_redis *r, conn *c, bool *fresh)
     c->ctx = dial(r);
     c->gen = gen;
     if (c->ctx) {
+        vg_resp_in_reset(&c->in, c->ctx->fd);
         atomic_fetch_add(&r->connects, 1);
         if (atomic_load(&r->failures) > 0)
             atomic_fetch_add(&r->reconnects, 1);
@@ -232,22 +236,33 @@ static redisContext *ready_ctx(vg_redis *r, conn *c, bool *fresh)
     return c->ctx;
 }
 
-/* Write every command, then read the replies, handing each to the sink
- * as it is parsed. On failure *peer_closed says whether the server closed
- * the socket (as opposed to a timeout). */
-static bool round_trip(redisContext *ctx, const vg_redis_cmd *cmds, size_t n,
-                       vg_redis_sink sink, void *ud, size_t *delivered, bool *peer_closed)
+static bool reset_by_peer(int e) { return e == ECONNRESET || e == EPIPE; }
+
+/* Write every command (hiredis formats and sends them), then read the
+ * replies with resp.c, handing each to the sink as it is parsed. On
+ * failure *peer_closed says whether the server closed the socket (as
+ * opposed to a timeout). */
+static bool round_trip(conn *c, const vg_redis_cmd *cmds, size_t n, vg_redis_sink sink, void *ud,
+                       size_t *delivered, bool *peer_closed)
 {
+    redisContext *ctx = c->ctx;
     for (size_t i = 0; i < n; i++)
         if (redisAppendCommandArgv(ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK)
             return false;
-    for (; *delivered < n; (*delivered)++) {
-        void *rep = NULL;
+    int done = 0;
+    while (!done) {
         errno = 0;
-        if (redisGetReply(ctx, &rep) != REDIS_OK || !rep) {
-            int e = errno;
-            *peer_closed = ctx->err == REDIS_ERR_EOF ||
-                           (ctx->err == REDIS_ERR_IO && (e == ECONNRESET || e == EPIPE));
+        if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+            *peer_closed = reset_by_peer(errno);
+            return false;
+        }
+    }
+    for (; *delivered < n; (*delivered)++) {
+        redisReply *rep = NULL;
+        errno = 0;
+        int rc = vg_resp_read(&c->in, &rep);
+        if (rc != VG_RESP_OK) {
+            *peer_closed = rc == VG_RESP_EOF || (rc == VG_RESP_IO && reset_by_peer(errno));
             return false;
         }
         sink(ud, *delivered, rep);
@@ -269,7 +284,7 @@ int vg_redis_pipeline_each(vg_redis *r, const vg_redis_cmd *cmds, size_t n, bool
     for (int attempt = 0; attempt < 2; attempt++) {
         bool fresh, peer_closed = false;
         redisContext *ctx = ready_ctx(r, c, &fresh);
-        if (ctx && round_trip(ctx, cmds, n, sink, ud, delivered, &peer_closed)) {
+        if (ctx && round_trip(c, cmds, n, sink, ud, delivered, &peer_closed)) {
             mark_up(r);
             return VG_OK;
         }
@@ -362,6 +377,7 @@ void vg_redis_close(vg_redis *r)
     for (conn *c = r->conns, *next; c; c = next) {
         next = c->next;
         conn_drop_ctx(c);
+        vg_resp_in_free(&c->in);
         free(c);
     }
     pthread_mutex_destroy(&r->mu);

@@ -114,6 +114,65 @@ static void test_set_get_del(void **state)
     assert_string_equal(f->kv->ops->name, "redis");
 }
 
+/* Values larger than the reply reader's buffer, several in one pipeline
+ * beside every other reply type Redis sends (resp.c reads them all):
+ * each arrives whole and in order. */
+static void test_large_values_and_reply_types(void **state)
+{
+    fx *f = *state;
+    static const size_t sizes[] = {64 * 1024 - 3, 300 * 1024 + 1, 2 * 1024 * 1024 + 5};
+    char *v[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = malloc(sizes[i]);
+        for (size_t j = 0; j < sizes[i]; j++)
+            v[i][j] = (char)(j * 7 + (size_t)i);
+        char k[8];
+        snprintf(k, sizeof k, "t:big%d", i);
+        assert_int_equal(vg_kv_set(f->kv, k, strlen(k), v[i], sizes[i], 0), VG_OK);
+    }
+    const char *lua = "return {1, 'two', {false, 3}, redis.status_reply('OK')}";
+    vg_redis_cmd cmds[] = {
+        {3, (const char *[]){"MGET", "t:big0", "t:none"}, NULL},
+        {2, (const char *[]){"GET", "t:big1"}, NULL},
+        {2, (const char *[]){"PTTL", "t:big1"}, NULL},
+        {3, (const char *[]){"EVAL", lua, "0"}, NULL},
+        {2, (const char *[]){"GET", "t:big2"}, NULL},
+        {1, (const char *[]){"NOSUCHCOMMAND"}, NULL},
+        {1, (const char *[]){"PING"}, NULL},
+    };
+    enum { N = sizeof cmds / sizeof *cmds };
+    redisReply *rep[N];
+    assert_int_equal(vg_redis_pipeline(f->r, cmds, N, rep, true), VG_OK);
+    assert_int_equal(rep[0]->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rep[0]->elements, 2);
+    assert_int_equal(rep[0]->element[0]->len, sizes[0]);
+    assert_memory_equal(rep[0]->element[0]->str, v[0], sizes[0]);
+    assert_int_equal(rep[0]->element[1]->type, REDIS_REPLY_NIL);
+    assert_int_equal(rep[1]->len, sizes[1]);
+    assert_memory_equal(rep[1]->str, v[1], sizes[1]);
+    assert_int_equal(rep[2]->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(rep[2]->integer, -1);
+    assert_int_equal(rep[3]->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rep[3]->elements, 4);
+    assert_int_equal(rep[3]->element[0]->integer, 1);
+    assert_string_equal(rep[3]->element[1]->str, "two");
+    assert_int_equal(rep[3]->element[2]->element[0]->type, REDIS_REPLY_NIL);
+    assert_int_equal(rep[3]->element[2]->element[1]->integer, 3);
+    assert_int_equal(rep[3]->element[3]->type, REDIS_REPLY_STATUS);
+    assert_string_equal(rep[3]->element[3]->str, "OK");
+    assert_int_equal(rep[4]->len, sizes[2]);
+    assert_memory_equal(rep[4]->str, v[2], sizes[2]);
+    assert_int_equal(rep[5]->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(rep[5]->str, "unknown command"));
+    assert_int_equal(rep[6]->type, REDIS_REPLY_STATUS);
+    assert_string_equal(rep[6]->str, "PONG");
+    vg_redis_free_replies(rep, N);
+    /* The connection is still in step: the next round trip reads its own reply. */
+    expect(f->kv, "t:none", NULL);
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+}
+
 static void test_ttl(void **state)
 {
     fx *f = *state;
@@ -488,6 +547,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_set_get_del, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_large_values_and_reply_types, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_prefix, setup, teardown),
