@@ -4,7 +4,9 @@
  * through a pthread key and created on first use; a registry list lets
  * close() free the ones of threads that are still alive. Each connection
  * has SO_RCVTIMEO/SO_SNDTIMEO set to the command timeout, so a hung Redis
- * (SIGSTOP, CLIENT PAUSE) costs one timeout, never a hang.
+ * (SIGSTOP, CLIENT PAUSE) costs one timeout, never a hang. hiredis
+ * connects, formats and sends; replies are read by resp.c, into the
+ * connection's own buffer.
  *
  * Failures: the first failed round trip puts the whole client in a pause
  * of vg_redis_backoff_ms() (doubling per consecutive failure, capped,
