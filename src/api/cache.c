@@ -565,11 +565,10 @@ static void tts_del(vg_req *r, const cache_key *k)
     del_reply(r, k, rc);
 }
 
-/* A TTS request past L1 on a remote store (S3), where the audio is a
- * network call: the whole of it, metadata included, on a vg-io thread. */
-static void tts_io(vg_req *r, void *ud)
+/* A TTS request by method; a GET or HEAD reads with get. */
+static void tts_method(vg_req *r, const cache_key *k,
+                       void (*get)(vg_req *r, const cache_key *k, vg_kind kind))
 {
-    const cache_key *k = ud;
     switch (vg_req_method(r)) {
     case VG_M_PUT:
         tts_put(r, k);
@@ -578,9 +577,14 @@ static void tts_io(vg_req *r, void *ud)
         tts_del(r, k);
         break;
     default:
-        l2_get(r, k, VG_KIND_TTS);
+        get(r, k, VG_KIND_TTS);
     }
 }
+
+/* A TTS request past L1 on a remote store (S3), where the audio is a
+ * network call: the whole of it, metadata included, on a vg-io thread
+ * (its L2 read here and now, not parked on Redis's thread). */
+static void tts_io(vg_req *r, void *ud) { tts_method(r, ud, l2_get); }
 
 void vg_api_cache_tts(vg_req *r)
 {
@@ -605,16 +609,7 @@ void vg_api_cache_tts(vg_req *r)
         vg_req_offload(r, tts_io, NULL, own, free);
         return;
     }
-    switch (m) {
-    case VG_M_PUT:
-        tts_put(r, &k);
-        break;
-    case VG_M_DELETE:
-        tts_del(r, &k);
-        break;
-    default:
-        entry_get(r, &k, VG_KIND_TTS);
-    }
+    tts_method(r, &k, entry_get);
 }
 
 /* ---- batch ---- */

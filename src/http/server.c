@@ -149,6 +149,15 @@ bool vg_req_add_header(vg_req *r, const char *name, const char *value)
     return true;
 }
 
+/* Hands resp to MHD (on the connection's MHD thread) and drops our reference. */
+static void send_now(vg_req *r, unsigned status, struct MHD_Response *resp)
+{
+    if (MHD_queue_response(r->conn, status, resp) != MHD_YES)
+        vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
+    MHD_destroy_response(resp);
+    r->responded = true;
+}
+
 static void queue(vg_req *r, unsigned status, struct MHD_Response *resp, const char *ctype,
                   size_t len, const vg_header *hdrs, size_t nh)
 {
@@ -179,10 +188,7 @@ static void queue(vg_req *r, unsigned status, struct MHD_Response *resp, const c
         r->held = resp;
         r->held_status = status;
     } else {
-        if (MHD_queue_response(r->conn, status, resp) != MHD_YES)
-            vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
-        MHD_destroy_response(resp);
-        r->responded = true;
+        send_now(r, status, resp);
     }
     r->status = status;
     r->resp_bytes = r->method == VG_M_HEAD ? 0 : len;
@@ -695,10 +701,7 @@ static void io_ready(vg_park *p, vg_req *r)
     if (r->held) {
         struct MHD_Response *resp = r->held;
         r->held = NULL;
-        if (MHD_queue_response(r->conn, r->held_status, resp) != MHD_YES)
-            vg_log(VG_LOG_WARN, r->id, "response could not be queued", NULL, 0);
-        MHD_destroy_response(resp);
-        r->responded = true;
+        send_now(r, r->held_status, resp);
     } else if (c->then) {
         c->then(r, c->ud);
     } else {

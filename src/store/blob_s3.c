@@ -522,6 +522,16 @@ static int s3_put(vg_blob *b, const char *key, const void *data, size_t len, con
     return s3_put_meta(b, key, data, len, ctype, NULL, 0);
 }
 
+/* A read's accounting: a found or missing object is a get, its bytes
+ * go out; anything else is an error (tally). */
+static int got(s3_blob *s, uint64_t t0, int rc, uint64_t bytes)
+{
+    if (rc == VG_OK || rc == VG_NOTFOUND)
+        count(&s->gets, 1);
+    count(&s->bytes_out, bytes);
+    return tally(s, rc, t0);
+}
+
 static int s3_get(vg_blob *b, const char *key, vg_buf *out, vg_blob_info *info)
 {
     s3_blob *s = (s3_blob *)b;
@@ -536,13 +546,10 @@ static int s3_get(vg_blob *b, const char *key, vg_buf *out, vg_blob_info *info)
     if (rc == VG_OK) {
         c.info->size = out->len;
         vg_buf_puts(out, ""); /* NUL-terminated even when empty */
-        count(&s->bytes_out, out->len);
     } else {
         vg_buf_free(out);
     }
-    if (rc == VG_OK || rc == VG_NOTFOUND)
-        count(&s->gets, 1);
-    return tally(s, rc, t0);
+    return got(s, t0, rc, rc == VG_OK ? out->len : 0);
 }
 
 static int s3_head(vg_blob *b, const char *key, vg_blob_info *info)
@@ -783,14 +790,11 @@ static int s3_open(vg_blob *b, const char *key, bool verify, int *fd, uint64_t *
     EVP_MD_CTX_free(c.spool_sha);
     if (rc == VG_OK) {
         info->size = c.spooled;
-        count(&s->bytes_out, c.spooled);
         *fd = tfd;
     } else {
         close(tfd);
     }
-    if (rc == VG_OK || rc == VG_NOTFOUND)
-        count(&s->gets, 1);
-    return tally(s, rc, t0);
+    return got(s, t0, rc, rc == VG_OK ? c.spooled : 0);
 }
 
 static const vg_blob_ops s3_ops = {

@@ -151,8 +151,6 @@ export function qs(params) {
     .join('&');
 }
 
-// One request to a started voxgate; the body is read whole and parsed as
-// JSON when it is JSON. Returns { status, headers, buf, text, json }.
 // A voxgate's peak and current resident memory (VmHWM, VmRSS of
 // /proc/<pid>/status), in bytes.
 export function memOf(vg) {
@@ -161,6 +159,8 @@ export function memOf(vg) {
   return { hwm: f('VmHWM'), rss: f('VmRSS') };
 }
 
+// One request to a started voxgate; the body is read whole and parsed as
+// JSON when it is JSON. Returns { status, headers, buf, text, json }.
 export async function req(vg, method, path, { body, headers = {} } = {}) {
   const r = await fetch(new URL(path, vg.url), { method, body, headers });
   const buf = Buffer.from(await r.arrayBuffer());
