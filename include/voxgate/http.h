@@ -210,6 +210,14 @@ void vg_park_wake(vg_park *p);
 /* Wake a parked connection; any thread, while r is alive (before the
  * sink's release returned). A no-op when it is not parked. */
 void vg_req_resume(vg_req *r);
+/* vg_req_resume in two steps, for a waker that holds a lock the woken
+ * request takes first (its sink's): vg_req_unpark under that lock, then
+ * vg_req_wake with what it returned once the lock is dropped, so that
+ * the MHD thread does not wake only to sleep again on the lock. After
+ * vg_req_unpark r cannot end before vg_req_wake, which must follow. */
+typedef struct vg_wake { struct MHD_Connection *conn; } vg_wake;
+vg_wake vg_req_unpark(vg_req *r);
+void vg_req_wake(vg_wake w);
 
 /* ---- work that may block on a remote store ---- */
 

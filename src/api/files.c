@@ -577,12 +577,14 @@ static size_t up_read(void *ud, char *buf, size_t max)
     while (!u->ring.len && !u->abort)
         pthread_cond_wait(&u->cv, &u->mu);
     size_t n = u->abort ? VG_BLOB_READ_ABORT : vg_ring_get(&u->ring, buf, max);
+    vg_wake wk = {NULL};
     if (!u->abort) {
         EVP_DigestUpdate(u->sha, buf, n);
         if (u->r)
-            vg_req_resume(u->r); /* room again, if it was waiting for some */
+            wk = vg_req_unpark(u->r); /* room again, if it was waiting for some */
     }
     pthread_mutex_unlock(&u->mu);
+    vg_req_wake(wk);
     return n;
 }
 
@@ -605,9 +607,9 @@ static void *up_thread(void *arg)
     u->info = info;
     u->status = vg_blob_last_status();
     snprintf(u->why, sizeof u->why, "%s", vg_blob_last_error());
-    if (u->r)
-        vg_req_resume(u->r);
+    vg_wake wk = u->r ? vg_req_unpark(u->r) : (vg_wake){NULL};
     pthread_mutex_unlock(&u->mu);
+    vg_req_wake(wk);
     up_unref(u);
     atomic_fetch_sub(&files.uploaders, 1);
     return NULL;

@@ -266,10 +266,10 @@ static bool wait_settle(gw_wait *w, int state, gw_result *res)
             atomic_fetch_add(&res->refs, 1);
             w->res = res;
         }
-        if (w->r)
-            vg_req_resume(w->r);
     }
-    pthread_mutex_unlock(&w->mu);
+    vg_wake wk = won && w->r ? vg_req_unpark(w->r) : (vg_wake){NULL};
+    pthread_mutex_unlock(&w->mu); /* before the wake: wait_finish takes it */
+    vg_req_wake(wk);
     return won;
 }
 
@@ -701,9 +701,9 @@ static void store_done(gw_call *c, bool ok)
     while (list) {
         gw_wait *w = list, *next = w->url_next;
         pthread_mutex_lock(&w->mu);
-        if (w->r)
-            vg_req_resume(w->r);
+        vg_wake wk = w->r ? vg_req_unpark(w->r) : (vg_wake){NULL};
         pthread_mutex_unlock(&w->mu);
+        vg_req_wake(wk);
         wait_unref(w);
         list = next;
     }

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -77,6 +78,7 @@ static struct {
     pthread_mutex_t park_mu;
     vg_req *parked;
     bool stopping;
+    atomic_int waking;      /* unparked, MHD_resume_connection not yet returned */
 } srv = {.park_mu = PTHREAD_MUTEX_INITIALIZER, .quiesced = MHD_INVALID_SOCKET};
 
 /* ---- accessors ---- */
@@ -639,9 +641,9 @@ void vg_park_wake(vg_park *p)
 {
     pthread_mutex_lock(&p->mu);
     p->done = true;
-    if (p->r)
-        vg_req_resume(p->r);
-    pthread_mutex_unlock(&p->mu);
+    vg_wake w = p->r ? vg_req_unpark(p->r) : (vg_wake){NULL};
+    pthread_mutex_unlock(&p->mu); /* before the wake: park_finish takes it */
+    vg_req_wake(w);
     park_unref(p);
 }
 
@@ -656,20 +658,37 @@ static void unlink_parked(vg_req *r)
         r->park_next->park_prev = r->park_prev;
 }
 
-static void unpark_locked(vg_req *r)
+/* Off the parked list, so no one else resumes it and it cannot end
+ * before vg_req_wake: a suspended connection is only closed by
+ * MHD_stop_daemon, which waits for srv.waking to drop to 0. */
+static vg_wake unpark_locked(vg_req *r)
 {
     if (!r->parked)
-        return;
+        return (vg_wake){NULL};
     unlink_parked(r);
-    MHD_resume_connection(r->conn);
+    atomic_fetch_add(&srv.waking, 1);
+    return (vg_wake){r->conn};
 }
 
-void vg_req_resume(vg_req *r)
+vg_wake vg_req_unpark(vg_req *r)
 {
     pthread_mutex_lock(&srv.park_mu);
-    unpark_locked(r);
+    vg_wake w = unpark_locked(r);
     pthread_mutex_unlock(&srv.park_mu);
+    return w;
 }
+
+/* No lock held: the MHD thread this wakes may run at once (on this CPU,
+ * preempting the waker) and would otherwise sleep again on park_mu. */
+void vg_req_wake(vg_wake w)
+{
+    if (!w.conn)
+        return;
+    MHD_resume_connection(w.conn);
+    atomic_fetch_sub(&srv.waking, 1);
+}
+
+void vg_req_resume(vg_req *r) { vg_req_wake(vg_req_unpark(r)); }
 
 /* ---- vg_req_offload: work on a vg-io thread ---- */
 
@@ -1043,8 +1062,10 @@ void vg_http_stop(void)
     vg_io_stop();
     pthread_mutex_lock(&srv.park_mu);
     while (srv.parked)
-        unpark_locked(srv.parked);
+        vg_req_wake(unpark_locked(srv.parked));
     pthread_mutex_unlock(&srv.park_mu);
+    while (atomic_load(&srv.waking) > 0) /* a waker between its two steps */
+        sched_yield();
     if (srv.daemon)
         MHD_stop_daemon(srv.daemon);
     srv.daemon = NULL;
