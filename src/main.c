@@ -268,6 +268,61 @@ static void sweeper_stop(void)
     pthread_join(sweeper.tid, NULL);
 }
 
+/* ---- the shutdown's deadline ---- */
+
+/* Past shutdown_timeout_ms the object store's calls still running (vg-io
+ * jobs, the gateway's store queue, uploads) are cancelled: each could
+ * otherwise take up to s3.timeout_ms, the store queue's one after
+ * another, before the process may exit. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool running, done, fired;
+    pthread_t tid;
+    vg_blob *blob;
+    uint64_t due_ms;
+} cutoff = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *cutoff_main(void *ud)
+{
+    (void)ud;
+    pthread_setname_np(pthread_self(), "vg-cutoff");
+    pthread_mutex_lock(&cutoff.mu);
+    for (uint64_t now; !cutoff.done && (now = mono_ms()) < cutoff.due_ms;) {
+        struct timespec dl = vg_deadline(CLOCK_REALTIME, cutoff.due_ms - now);
+        pthread_cond_timedwait(&cutoff.cv, &cutoff.mu, &dl);
+    }
+    cutoff.fired = !cutoff.done;
+    pthread_mutex_unlock(&cutoff.mu);
+    if (cutoff.fired) {
+        vg_log(VG_LOG_WARN, NULL, "shutdown_timeout_ms passed: object store calls cancelled", NULL, 0);
+        vg_blob_cancel(cutoff.blob);
+    }
+    return NULL;
+}
+
+static void cutoff_start(vg_blob *blob, unsigned ms)
+{
+    if (!blob || !blob->ops->cancel)
+        return;
+    cutoff.blob = blob;
+    cutoff.due_ms = mono_ms() + ms;
+    cutoff.running = pthread_create(&cutoff.tid, NULL, cutoff_main, NULL) == 0;
+}
+
+/* True when the deadline passed (and calls were cancelled). */
+static bool cutoff_stop(void)
+{
+    if (!cutoff.running)
+        return false;
+    pthread_mutex_lock(&cutoff.mu);
+    cutoff.done = true;
+    pthread_cond_signal(&cutoff.cv);
+    pthread_mutex_unlock(&cutoff.mu);
+    pthread_join(cutoff.tid, NULL);
+    return cutoff.fired;
+}
+
 static int serve(vg_app *app)
 {
     char err[512];
@@ -306,10 +361,13 @@ static int serve(vg_app *app)
     vg_log(VG_LOG_INFO, NULL, "shutting down",
            (vg_log_field[]){VG_LS("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")}, 1);
     vg_http_quiesce();
+    cutoff_start(app->blob, app->cfg->shutdown_timeout_ms);
     bool idle = vg_http_wait_idle(app->cfg->shutdown_timeout_ms);
     vg_http_stop();
     vg_gateway_stop(); /* before the stores its flights write to close */
     if (!vg_api_files_drain(app->cfg->shutdown_timeout_ms + 30000u))
+        idle = false;
+    if (cutoff_stop())
         idle = false;
     sweeper_stop();
     vg_log(idle ? VG_LOG_INFO : VG_LOG_WARN, NULL, "stopped",

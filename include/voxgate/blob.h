@@ -109,6 +109,11 @@ typedef struct vg_blob_ops {
      * neither files nor a spool directory. */
     int (*open)(vg_blob *b, const char *key, bool verify, int *fd, uint64_t *offset,
                 vg_blob_info *info);
+    /* Ends the calls in flight within about a second, and every later
+     * one at once, with VG_EUNAVAIL: a shutdown past its time does not
+     * wait out the store's timeouts. For good: called only on the way
+     * out. NULL when calls cannot be cut short (a local disk's). */
+    void (*cancel)(vg_blob *b);
 } vg_blob_ops;
 
 #define VG_BLOB_READ_ABORT ((size_t)-1)
@@ -142,6 +147,7 @@ static inline int vg_blob_put_meta(vg_blob *b, const char *k, const void *d, siz
 static inline int vg_blob_list_keys(vg_blob *b, const char *prefix, const char *after,
                                     size_t limit, vg_blob_list *out)
 { return b->ops->list(b, prefix, after, limit, out); }
+static inline void vg_blob_cancel(vg_blob *b) { if (b && b->ops->cancel) b->ops->cancel(b); }
 static inline bool vg_blob_can_presign(vg_blob *b) { return b->ops->presign != NULL; }
 static inline int vg_blob_presign(vg_blob *b, const char *k, unsigned expires_s, vg_buf *url)
 { return b->ops->presign ? b->ops->presign(b, k, expires_s, url) : VG_EINVAL; }

@@ -46,6 +46,7 @@ typedef struct s3_blob {
     CURL **idle;
     size_t nidle, max_idle;
     _Atomic uint64_t puts, gets, deletes, errors, bytes_in, bytes_out, heads, lists;
+    atomic_bool cancelled;  /* s3_cancel: every call fails from now on */
 } s3_blob;
 
 /* One S3 request and what came back. */
@@ -274,6 +275,16 @@ static void header_into_info(vg_blob_info *info, const char *line, size_t n)
     }
 }
 
+/* curl calls it at least once a second, stalled or not. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return atomic_load(&((s3_blob *)ud)->cancelled) ? 1 : 0;
+}
+
+static void s3_cancel(vg_blob *b) { atomic_store(&((s3_blob *)b)->cancelled, true); }
+
 static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 {
     s3_call *c = ud;
@@ -398,6 +409,10 @@ static int perform(s3_blob *s, s3_call *c)
     vg_buf url = {0}, errbody = {0};
     vg_buf *caller_out = c->out;
     vg_blob_set_error("%s", ""); /* no stale reason from an earlier call */
+    if (atomic_load(&s->cancelled)) {
+        vg_blob_set_error("S3 %s cancelled: voxgate is shutting down", c->method);
+        return VG_EUNAVAIL;
+    }
     if (build_url(s, c, &url) != VG_OK) {
         vg_buf_free(&url);
         return VG_ENOMEM;
@@ -429,6 +444,9 @@ static int perform(s3_blob *s, s3_call *c)
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s->timeout_ms);
     }
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, s);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -439,7 +457,10 @@ static int perform(s3_blob *s, s3_call *c)
     CURLcode cc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
     int rc;
-    if (cc != CURLE_OK && !(c->too_big && cc == CURLE_WRITE_ERROR)) {
+    if (cc == CURLE_ABORTED_BY_CALLBACK) {
+        vg_blob_set_error("S3 %s cancelled: voxgate is shutting down", c->method);
+        rc = VG_EUNAVAIL;
+    } else if (cc != CURLE_OK && !(c->too_big && cc == CURLE_WRITE_ERROR)) {
         vg_blob_set_error("S3 %s %s: %s", c->method, cc == CURLE_OPERATION_TIMEDOUT ? "timed out"
                                                                                     : "failed",
                           errbuf[0] ? errbuf : curl_easy_strerror(cc));
@@ -810,6 +831,7 @@ static const vg_blob_ops s3_ops = {
     .list = s3_list,
     .presign = s3_presign,
     .put_stream = s3_put_stream,
+    .cancel = s3_cancel,
 };
 
 /* ---- open ---- */

@@ -149,3 +149,49 @@ describe('a hung S3 holds up no HTTP thread', { timeout: SLOW }, () => {
     assert.equal((await req(vg, 'GET', '/ready')).status, 200);
   });
 });
+
+// SIGTERM while S3 hangs: the shutdown keeps to shutdown_timeout_ms. Past
+// it the object store's calls are cancelled (README, "Shutdown"), so
+// neither a request parked on a vg-io thread nor the gateway's store
+// queue waits out s3.timeout_ms (30 s here, over stopVoxgate's 20 s
+// before SIGKILL).
+describe('a shutdown while S3 hangs', { timeout: SLOW }, () => {
+  it('ends soon after shutdown_timeout_ms, not after s3.timeout_ms', async () => {
+    const s3 = await startS3rver();
+    let vg;
+    try {
+      vg = await startVoxgateS3(s3, {
+        s3extra: { timeout_ms: 30000, connect_timeout_ms: 500 },
+        env: { VOXGATE_SHUTDOWN_TIMEOUT_MS: '500', VOXGATE_CACHE_L1_MAX_ITEM_BYTES: '1024' },
+      });
+      const audio = Buffer.alloc(4096, 3);
+      assert.equal((await req(vg, 'PUT', '/v1/files/bye/a.wav', { body: audio, headers: { 'Content-Type': 'audio/wav' } })).status, 201);
+      process.kill(s3.child.pid, 'SIGSTOP');
+      const get = timed(req(vg, 'GET', '/v1/files/bye/a.wav').catch((e) => ({ error: e })));
+      // Answered at once; storing its audio then waits on S3.
+      const miss = await req(vg, 'POST', '/v1/tts', json({ text: 'stored after the answer' }));
+      assert.equal(miss.status, 200, miss.text);
+      assert.equal(miss.headers.get('x-cache'), 'MISS');
+      await sleep(300);
+      const t0 = Date.now();
+      const res = await stopVoxgate(vg);
+      const ms = Date.now() - t0;
+      assert.deepEqual(res, { code: 0, signal: null }, `voxgate exit (stderr: ${vg.stderr.slice(-2000)})`);
+      assert.ok(ms < 500 + 2500, `the shutdown took ${ms} ms (shutdown_timeout_ms 500)`);
+      // The parked GET got its 503, or its connection closed with the daemon.
+      const g = await get;
+      if (!g.error) {
+        assert.equal(g.status, 503, g.text);
+        assert.equal(g.json.error.code, 'storage_unavailable');
+      }
+      const logs = vg.logs();
+      assert.ok(logs.some((l) => l.level === 'warn' && /object store calls cancelled/.test(l.msg)), 'the cancel is logged');
+      const stopped = logs.find((l) => l.msg === 'stopped');
+      assert.equal(stopped.drained, false);
+    } finally {
+      try { process.kill(s3.child.pid, 'SIGCONT'); } catch { /* gone */ }
+      cleanup(vg);
+      await stopS3rver(s3);
+    }
+  });
+});

@@ -2,7 +2,11 @@
  * reproduce the Amazon S3 documentation's presigned URL exactly (virtual-
  * hosted style, from ../shared/sigv4/s3-doc-vectors.json), sign for
  * s3.public_endpoint when set, and keep default ports out of the host.
- * Opening the store without create_bucket contacts nothing. */
+ * Opening the store without create_bucket contacts nothing. A store that
+ * never answers: its calls fail promptly once cancelled. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
@@ -129,12 +135,71 @@ static void unreachable_store(void **state)
     vg_blob_close(b);
 }
 
+/* A listener nobody accepts from: the kernel completes the connection
+ * and takes the request, and no answer ever comes. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+typedef struct { vg_blob *b; int rc; char why[256]; uint64_t ms; } hung_get;
+
+static void *do_get(void *arg)
+{
+    hung_get *g = arg;
+    vg_buf out = {0};
+    uint64_t t0 = vg_mono_ns();
+    g->rc = vg_blob_get(g->b, "k", &out, NULL);
+    g->ms = (vg_mono_ns() - t0) / 1000000u;
+    snprintf(g->why, sizeof g->why, "%s", vg_blob_last_error());
+    vg_buf_free(&out);
+    return NULL;
+}
+
+static void cancel_ends_hung_calls(void **state)
+{
+    (void)state;
+    int port, lfd = silent_listener(&port);
+    char ep[64];
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", port);
+    vg_blob_s3_opts o = {.endpoint = ep, .bucket = "b-1", .region = "r", .access_key = "a",
+                         .secret_key = "s", .path_style = true, .timeout_ms = 20000};
+    vg_blob *b = NULL;
+    char err[256];
+    assert_int_equal(vg_blob_s3_open(&o, &b, err, sizeof err), VG_OK);
+    hung_get g = {.b = b};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, do_get, &g), 0);
+    usleep(300 * 1000);
+    vg_blob_cancel(b);
+    pthread_join(t, NULL);
+    assert_int_equal(g.rc, VG_EUNAVAIL);
+    assert_non_null(strstr(g.why, "S3 GET cancelled"));
+    assert_true(g.ms >= 250 && g.ms < 2500); /* cut short, not at timeout_ms */
+    /* Every later call fails at once, without a connection. */
+    g = (hung_get){.b = b};
+    do_get(&g);
+    assert_int_equal(g.rc, VG_EUNAVAIL);
+    assert_non_null(strstr(g.why, "cancelled"));
+    assert_true(g.ms < 100);
+    vg_blob_close(b);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(doc_presigned_url),
         cmocka_unit_test(public_endpoint_and_ports),
         cmocka_unit_test(unreachable_store),
+        cmocka_unit_test(cancel_ends_hung_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
