@@ -292,9 +292,9 @@ static void *cutoff_main(void *ud)
         struct timespec dl = vg_deadline(CLOCK_REALTIME, cutoff.due_ms - now);
         pthread_cond_timedwait(&cutoff.cv, &cutoff.mu, &dl);
     }
-    cutoff.fired = !cutoff.done;
+    bool fired = cutoff.fired = !cutoff.done;
     pthread_mutex_unlock(&cutoff.mu);
-    if (cutoff.fired) {
+    if (fired) {
         vg_log(VG_LOG_WARN, NULL, "shutdown_timeout_ms passed: object store calls cancelled", NULL, 0);
         vg_blob_cancel(cutoff.blob);
     }

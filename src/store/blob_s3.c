@@ -409,10 +409,6 @@ static int perform(s3_blob *s, s3_call *c)
     vg_buf url = {0}, errbody = {0};
     vg_buf *caller_out = c->out;
     vg_blob_set_error("%s", ""); /* no stale reason from an earlier call */
-    if (atomic_load(&s->cancelled)) {
-        vg_blob_set_error("S3 %s cancelled: voxgate is shutting down", c->method);
-        return VG_EUNAVAIL;
-    }
     if (build_url(s, c, &url) != VG_OK) {
         vg_buf_free(&url);
         return VG_ENOMEM;
@@ -454,7 +450,8 @@ static int perform(s3_blob *s, s3_call *c)
     set_method(h, c);
     /* Error bodies are read into our own buffer, never into the caller's. */
     c->out = &errbody;
-    CURLcode cc = curl_easy_perform(h);
+    /* Once cancelled, a call fails as a cancelled transfer does, unsent. */
+    CURLcode cc = atomic_load(&s->cancelled) ? CURLE_ABORTED_BY_CALLBACK : curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
     int rc;
     if (cc == CURLE_ABORTED_BY_CALLBACK) {
