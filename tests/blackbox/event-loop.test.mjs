@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { BIN, startVoxgate, stopVoxgate, cleanup, req, tempDir } from './lib.mjs';
+import { BIN, startVoxgate, stopVoxgate, cleanup, req, tempDir, waitForLog } from './lib.mjs';
 import { startFakeOpenAI, speechAudio } from './fakeprov.mjs';
 
 function epollSets(pid) {
@@ -32,8 +32,9 @@ describe('event_loop epoll and poll', () => {
         config: { providers: { fake: { type: 'openai', base_url: fake.url, api_key_env: 'FAKE_KEY', max_retries: 0 } } },
       });
       try {
-        const started = vg.logs().find((l) => l.msg === 'listening');
-        assert.equal(started?.event_loop, loop);
+        // /health can answer before the main thread logs "listening".
+        const started = await waitForLog(vg, (l) => l.msg === 'listening');
+        assert.equal(started.event_loop, loop);
         sets[loop] = epollSets(vg.child.pid);
         const before = fake.count;
         const inputs = Array.from({ length: 40 }, (_, i) => `${loop} event loop sentence ${i} ${Date.now()}`);

@@ -8,7 +8,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { startVoxgate, stopVoxgate, cleanup, hex64, qs, req, sleep } from './lib.mjs';
+import { startVoxgate, stopVoxgate, cleanup, hex64, qs, req, sleep, waitForLog } from './lib.mjs';
 import { startRedis, redisCli, redisRaw, monitor, FORBIDDEN, timed } from './redis-lib.mjs';
 
 const CMD_TIMEOUT_MS = 200;
@@ -90,7 +90,7 @@ describe('Redis L2 shared by two instances', { timeout: 180000 }, () => {
       assert.equal(r.json.checks.redis.backend, 'redis');
       assert.equal(r.json.checks.lmdb, undefined, 'no lmdb check when Redis is the tier');
     }
-    const log = a.logs().find((l) => l.msg === 'listening');
+    const log = await waitForLog(a, (l) => l.msg === 'listening');
     assert.equal(log.kv, 'redis');
   });
 
