@@ -214,7 +214,8 @@ void vg_req_resume(vg_req *r);
  * request takes first (its sink's): vg_req_unpark under that lock, then
  * vg_req_wake with what it returned once the lock is dropped, so that
  * the MHD thread does not wake only to sleep again on the lock. After
- * vg_req_unpark r cannot end before vg_req_wake, which must follow. */
+ * vg_req_unpark r cannot end before vg_req_wake, which must follow.
+ * A NULL r (no request waiting) gives a wake that does nothing. */
 typedef struct vg_wake { struct MHD_Connection *conn; } vg_wake;
 vg_wake vg_req_unpark(vg_req *r);
 void vg_req_wake(vg_wake w);

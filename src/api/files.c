@@ -580,8 +580,7 @@ static size_t up_read(void *ud, char *buf, size_t max)
     vg_wake wk = {NULL};
     if (!u->abort) {
         EVP_DigestUpdate(u->sha, buf, n);
-        if (u->r)
-            wk = vg_req_unpark(u->r); /* room again, if it was waiting for some */
+        wk = vg_req_unpark(u->r); /* room again, if it was waiting for some */
     }
     pthread_mutex_unlock(&u->mu);
     vg_req_wake(wk);
@@ -607,7 +606,7 @@ static void *up_thread(void *arg)
     u->info = info;
     u->status = vg_blob_last_status();
     snprintf(u->why, sizeof u->why, "%s", vg_blob_last_error());
-    vg_wake wk = u->r ? vg_req_unpark(u->r) : (vg_wake){NULL};
+    vg_wake wk = vg_req_unpark(u->r);
     pthread_mutex_unlock(&u->mu);
     vg_req_wake(wk);
     up_unref(u);

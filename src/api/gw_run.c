@@ -267,7 +267,7 @@ static bool wait_settle(gw_wait *w, int state, gw_result *res)
             w->res = res;
         }
     }
-    vg_wake wk = won && w->r ? vg_req_unpark(w->r) : (vg_wake){NULL};
+    vg_wake wk = won ? vg_req_unpark(w->r) : (vg_wake){NULL};
     pthread_mutex_unlock(&w->mu); /* before the wake: wait_finish takes it */
     vg_req_wake(wk);
     return won;
@@ -701,7 +701,7 @@ static void store_done(gw_call *c, bool ok)
     while (list) {
         gw_wait *w = list, *next = w->url_next;
         pthread_mutex_lock(&w->mu);
-        vg_wake wk = w->r ? vg_req_unpark(w->r) : (vg_wake){NULL};
+        vg_wake wk = vg_req_unpark(w->r);
         pthread_mutex_unlock(&w->mu);
         vg_req_wake(wk);
         wait_unref(w);

@@ -641,7 +641,7 @@ void vg_park_wake(vg_park *p)
 {
     pthread_mutex_lock(&p->mu);
     p->done = true;
-    vg_wake w = p->r ? vg_req_unpark(p->r) : (vg_wake){NULL};
+    vg_wake w = vg_req_unpark(p->r);
     pthread_mutex_unlock(&p->mu); /* before the wake: park_finish takes it */
     vg_req_wake(w);
     park_unref(p);
@@ -672,6 +672,8 @@ static vg_wake unpark_locked(vg_req *r)
 
 vg_wake vg_req_unpark(vg_req *r)
 {
+    if (!r)
+        return (vg_wake){NULL};
     pthread_mutex_lock(&srv.park_mu);
     vg_wake w = unpark_locked(r);
     pthread_mutex_unlock(&srv.park_mu);
