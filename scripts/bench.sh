@@ -79,8 +79,8 @@ cmp <(curl -sf "127.0.0.1:$VG_PORT$TTS") "$work/www/audio.wav"
 cmp <(curl -sf "127.0.0.1:$NGINX_PORT/audio.wav") "$work/www/audio.wav"
 curl -sI "127.0.0.1:$VG_PORT$STT" | grep -qi 'x-cache-tier: l1'
 
-run() { # url -> "rps p50_ms p99_ms"
-  wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency "$1" >"$work/wrk.out" 2>&1
+run() { # [wrk options...] url -> "rps p50_ms p99_ms"
+  wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency "$@" >"$work/wrk.out" 2>&1
   awk '/Requests\/sec/ {rps=$2}
        /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
        END {print rps, p50, p99}' "$work/wrk.out"
@@ -183,8 +183,7 @@ redis_section() {
   printf '%-22s %12s %10s %10s\n' 'ratelimit check' 'req/s' p50 p99
   ratios=""
   for round in $(seq "$ROUNDS"); do
-    wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency -s "$work/check.lua" "http://127.0.0.1:$p3/v1/ratelimit/check" >"$work/wrk.out" 2>&1
-    read -r c_rps c_p50 c_p99 < <(awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}' "$work/wrk.out")
+    read -r c_rps c_p50 c_p99 < <(run -s "$work/check.lua" "http://127.0.0.1:$p3/v1/ratelimit/check")
     e_rps=$(rb EVALSHA "$SHA" 1 voxgate:rl:gcra:bench 1000 1000000 1 0)
     printf '%-22s %12s %10s %10s\n' 'voxgate HTTP' "$c_rps" "$c_p50" "$c_p99"
     printf '%-22s %12s\n' 'redis EVALSHA' "$e_rps"
